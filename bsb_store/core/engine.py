@@ -1,0 +1,672 @@
+"""HDF5Engine: the root file's lifecycle, its locks, its handles and its communicator.
+
+One engine object stands for one root path; any number of them may exist for the same
+root in a process (BSB makes many), and they share one :class:`_RootState`: the
+inter-process lock, the cached read handle, and the process's shard writer. So a
+process keeps one shard per root however many engine objects it builds.
+
+Reads (:meth:`HDF5Engine._read`) first merge committed shard data that the root does
+not hold yet, then read under the shared lock through a cached read-only handle that is
+reopened whenever another process published a transaction (the lock file's generation
+changed). Mutations (:meth:`HDF5Engine._write`) take the exclusive lock, open the root
+for writing, merge pending shard data, and publish through a journaled
+:class:`~bsb_store.core.writes.txn.Transaction`; the writable handle is closed before
+the lock is released, because HDF5 truncates a file to its own idea of the file size
+when a writable handle closes. Appends (:meth:`HDF5Engine._append`) go to the process's
+shard and take no lock that another process could hold.
+
+Collective operations (construction, create, move, copy, remove, clears) decide on rank
+0 and broadcast the outcome, an exception included, through :func:`comm.collective`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .. import __version__
+from ..exceptions import (
+    ChunkSizeError,
+    NotAStoreError,
+    ReadOnlyError,
+    RecoveryNeededError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
+from . import layout
+from .chunks import parse_size
+from .comm import collective, make_comm
+from .locking import LockingMode, SidecarLock, parse_locking
+from .writes import consolidate as merge
+from .writes.shard import Record, ShardWriter
+from .writes.txn import Transaction, has_journal, recover
+
+_STATES: dict[str, _RootState] = {}
+_STATES_LOCK = threading.Lock()
+
+
+class _RootState:
+    """Per-process state of one root path, shared by every engine on that path."""
+
+    def __init__(self, path: str, locking: LockingMode):
+        self.path = path
+        self.locking = locking
+        self.rlock = threading.RLock()
+        self.lock = SidecarLock(layout.lock_path(path), locking)
+        self.handle: h5py.File | None = None
+        self.handle_gen = -1
+        self.writer: ShardWriter | None = None
+        self.applied: dict[str, int] | None = None  # merged counts at handle_gen
+        self.chunk_size: tuple[float, float, float] | None = None
+        self.pending_chunk_size: tuple[float, float, float] | None = None
+        self.scopes = threading.local()  # per-thread read-scope state
+        self.merged_own = 0  # own writer's committed rows at the last merge check
+        self.columns: dict[str, dict[str, Any]] = {}  # set path -> column specs
+        self.columns_gen = -1
+
+    # --------------------------------------------------------------------- handles
+    def close_handle(self) -> None:
+        if self.handle is not None:
+            with contextlib.suppress(Exception):
+                self.handle.close()
+            self.handle = None
+            self.handle_gen = -1
+            self.applied = None
+
+    def read_handle(self) -> h5py.File:
+        """A read-only handle valid for the current generation (lock must be held)."""
+        gen = self.lock.read_generation()
+        if self.handle is None or gen != self.handle_gen:
+            self.close_handle()
+            if not os.path.exists(self.path):
+                raise StoreNotFoundError(f"No store at '{self.path}'.", path=self.path)
+            self.handle = _open(self.path, "r")
+            try:
+                layout.validate(self.handle, self.path)
+            except Exception:
+                self.close_handle()
+                raise
+            if has_journal(self.handle):
+                self.close_handle()
+                raise RecoveryNeededError(
+                    f"'{self.path}' holds an interrupted transaction; open it writable "
+                    f"or run `bsb-store repair {self.path}`.",
+                    path=self.path,
+                )
+            self.handle_gen = gen
+            self.chunk_size = parse_size(self.handle["store/chunk_size"][()])
+        return self.handle
+
+    def applied_counts(self, f: h5py.File) -> dict[str, int]:
+        if self.applied is None:
+            names = f["store/shards/name"].asstr()[()]
+            self.applied = dict(zip(names, (int(a) for a in f["store/shards/applied"])))
+        return self.applied
+
+    def get_writer(self) -> ShardWriter:
+        if self.writer is None or self.writer.closed:
+            self.writer = ShardWriter(layout.shard_dir(self.path), self.locking)
+        return self.writer
+
+    def drop_writer(self) -> None:
+        """Forget the shard writer without merging (its root is being replaced)."""
+        if self.writer is not None:
+            self.writer.close(delete=True)
+            self.writer = None
+
+    def reset(self) -> None:
+        self.close_handle()
+        self.drop_writer()
+        self.chunk_size = None
+        self.pending_chunk_size = None
+
+
+def _open(path: str, mode: str) -> h5py.File:
+    if os.path.exists(path) and not layout.is_hdf5(path):
+        # Checked first: HDF5 may initialise a zero-byte file opened for writing.
+        raise NotAStoreError(
+            f"'{path}' is not an HDF5 file (empty, foreign or damaged).", path=path
+        )
+    try:
+        return h5py.File(path, mode, locking=False)
+    except OSError as e:
+        if not os.path.exists(path):
+            raise StoreNotFoundError(f"No store at '{path}'.", path=path) from e
+        raise NotAStoreError(
+            f"'{path}' cannot be opened as an HDF5 file ({e}): it is truncated, "
+            "damaged or not HDF5.",
+            path=path,
+        ) from e
+
+
+def _state(path: str, locking: LockingMode) -> _RootState:
+    with _STATES_LOCK:
+        st = _STATES.get(path)
+        if st is None:
+            st = _STATES[path] = _RootState(path, locking)
+        return st
+
+
+class HDF5Engine:
+    """A store rooted at one HDF5 file.
+
+    :param root: path of the root ``.h5`` file (never a directory).
+    :param comm: ``None`` for serial use, an mpi4py communicator, or bsb's MPIService.
+    :param locking: ``"flock"`` (default) or ``"none"`` for file systems without locks
+        (then only one process may use the store). Defaults to ``BSB_STORE_LOCKING``.
+    """
+
+    def __init__(self, root: str | os.PathLike, comm: Any = None, *,
+                 locking: str | None = None):
+        self._comm = make_comm(comm)
+        path = self._comm.bcast(os.path.abspath(os.fspath(root)) if self._comm.rank == 0
+                                else None)
+        self._locking = parse_locking(locking)
+        self._set_root(path)
+        self._readonly = False
+        self._files = None
+        self._morphologies = None
+
+    def _set_root(self, path: str) -> None:
+        if os.path.isdir(path):
+            raise NotAStoreError(
+                f"'{path}' is a directory; a bsb-store root is one HDF5 file.", path=path
+            )
+        self._root = path
+        self._st = _state(path, self._locking)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def root(self) -> str:
+        return self._root
+
+    @property
+    def comm(self):
+        return self._comm
+
+    @property
+    def root_slug(self) -> str:
+        return os.path.relpath(self._root)
+
+    @property
+    def locking(self) -> LockingMode:
+        return self._locking
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HDF5Engine) and other._root == self._root
+
+    def __hash__(self) -> int:
+        return hash(self._root)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._root!r}>"
+
+    @property
+    def files(self):
+        """The store's :class:`~bsb_store.core.resources.files.FileStore`."""
+        if self._files is None:
+            from .resources.files import FileStore
+
+            self._files = FileStore(self)
+        return self._files
+
+    @property
+    def morphologies(self):
+        """The store's :class:`~bsb_store.core.resources.morphologies.MorphologyRepository`."""
+        if self._morphologies is None:
+            from .resources.morphologies import MorphologyRepository
+
+            self._morphologies = MorphologyRepository(self)
+        return self._morphologies
+
+    # ------------------------------------------------------------------- lifecycle
+    @staticmethod
+    def recognizes(root: Any, comm: Any = None) -> bool:
+        """Whether ``root`` is a bsb-store root (decided on rank 0, broadcast)."""
+        c = make_comm(comm)
+
+        def check() -> bool:
+            path = os.fspath(root)
+            if not layout.is_hdf5(path):
+                return False
+            try:
+                with h5py.File(path, "r", locking=False) as f:
+                    return f.attrs.get("bsb_store_format") == layout.FORMAT_NAME
+            except OSError:
+                return False
+
+        return collective(c, check)
+
+    @classmethod
+    def peek_exists(cls, root: Any) -> bool:
+        return os.path.exists(os.fspath(root))
+
+    def exists(self) -> bool:
+        """Whether the root file exists (never cached)."""
+        return os.path.isfile(self._root)
+
+    def create(self) -> None:
+        """Create an empty store, replacing whatever the root held. Collective."""
+        self._collective_reset(self._create)
+
+    def _create(self) -> None:
+        st = self._st
+        with st.rlock, st.lock.exclusive():
+            os.makedirs(os.path.dirname(self._root) or ".", exist_ok=True)
+            shutil.rmtree(layout.shard_dir(self._root), ignore_errors=True)
+            with h5py.File(self._root, "w", locking=False) as f:
+                layout.initialise(f, self._provenance())
+            st.lock.bump_generation()
+
+    def remove(self) -> None:
+        """Delete the root and its sidecars. Collective."""
+        self._collective_reset(self._remove)
+
+    def _remove(self) -> None:
+        st = self._st
+        with st.rlock:
+            with st.lock.exclusive():
+                shutil.rmtree(layout.shard_dir(self._root), ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._root)
+                st.lock.bump_generation()
+            st.lock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(layout.lock_path(self._root))
+
+    def move(self, new_root: str | os.PathLike) -> None:
+        """Move the store (root and sidecars) to ``new_root``. Collective."""
+        self.flush()
+        new = os.path.abspath(os.fspath(new_root))
+
+        def run():
+            if os.path.exists(new) and new != self._root:
+                raise StoreExistsError(f"Cannot move to '{new}': it exists.", path=new)
+            self._merge_all()
+            st = self._st
+            with st.rlock, st.lock.exclusive():
+                os.makedirs(os.path.dirname(new) or ".", exist_ok=True)
+                os.replace(self._root, new)
+                shutil.rmtree(layout.shard_dir(self._root), ignore_errors=True)
+                st.lock.bump_generation()
+            return new
+
+        self._comm.barrier()
+        new = collective(self._comm, run)
+        self._st.reset()
+        self._set_root(new)
+
+    def copy(self, new_root: str | os.PathLike) -> None:
+        """Copy the store to ``new_root`` (pending shard data merged first). Collective."""
+        self.flush()
+        new = os.path.abspath(os.fspath(new_root))
+
+        def run():
+            if os.path.exists(new):
+                raise StoreExistsError(f"Cannot copy to '{new}': it exists.", path=new)
+            self._merge_all()
+            with self._st.rlock, self._st.lock.shared():
+                os.makedirs(os.path.dirname(new) or ".", exist_ok=True)
+                shutil.copyfile(self._root, new)
+
+        self._comm.barrier()
+        collective(self._comm, run)
+
+    def _collective_reset(self, fn) -> None:
+        """Run a root-replacing operation on rank 0 after every rank dropped its state."""
+        self._st.reset()
+        self._comm.barrier()
+        collective(self._comm, fn)
+        self._st.reset()
+
+    def _provenance(self) -> dict[str, Any]:
+        """The provenance bundle stamped at create (the BSB plugin extends it)."""
+        import getpass
+        import platform
+        import socket
+
+        return {
+            "storage_id": None,
+            "state_id": 0,
+            "created_at": layout.now_iso(),
+            "engine_name": "bsb-store",
+            "engine_version": __version__,
+            "host": {
+                "platform": platform.platform(),
+                "python_version": platform.python_version(),
+                "hostname": socket.gethostname(),
+                "user": _safe(getpass.getuser),
+                "cwd": os.getcwd(),
+            },
+            "mpi_size": self._comm.size,
+        }
+
+    def close(self) -> None:
+        """Merge this process's shard into the root and release handles (idempotent).
+
+        Not collective: every process closes its own writer."""
+        st = self._st
+        with st.rlock:
+            if st.writer is not None and not st.writer.closed and self.exists():
+                with contextlib.suppress(Exception):
+                    self._merge_all()
+                st.writer.close(delete=True)
+            st.writer = None
+            st.close_handle()
+
+    def flush(self) -> None:
+        """Commit this process's deferred appends to its shard."""
+        if self._st.writer is not None:
+            self._st.writer.commit_pending()
+
+    # ---------------------------------------------------------------- read / write
+    def read_only(self) -> contextlib.AbstractContextManager:
+        """Context manager: writes raise :class:`ReadOnlyError` inside it."""
+        return _ReadOnly(self)
+
+    def readwrite(self) -> None:
+        self._readonly = False
+
+    @contextlib.contextmanager
+    def read_scope(self) -> Iterator[HDF5Engine]:
+        """Batch reads: other processes' pending shard data is merged once, at scope
+        entry; reads inside only merge this process's own new appends."""
+        scopes = self._st.scopes
+        self._sync()
+        scopes.depth = getattr(scopes, "depth", 0) + 1
+        try:
+            yield self
+        finally:
+            scopes.depth -= 1
+
+    @contextlib.contextmanager
+    def write_scope(self) -> Iterator[HDF5Engine]:
+        """Batch writes: appends inside are committed together when the scope exits."""
+        self._check_writable()
+        with self._st.get_writer().deferred():
+            yield self
+
+    def _check_writable(self) -> None:
+        if self._readonly:
+            raise ReadOnlyError(
+                f"The store '{self._root}' is in read-only mode.", path=self._root
+            )
+
+    def _sync(self) -> None:
+        """Merge committed shard data the root does not hold yet (readers see every
+        append that returned before the read began)."""
+        st = self._st
+        if self._readonly:
+            return
+        if st.writer is not None:
+            st.writer.commit_pending()
+        own = st.writer.committed if st.writer is not None else 0
+        if getattr(st.scopes, "depth", 0) and own == st.merged_own:
+            return
+        with st.rlock:
+            with st.lock.shared():
+                f = st.read_handle()
+                applied = st.applied_counts(f)
+            if merge.pending(None, layout.shard_dir(self._root), st.writer, applied):
+                self._merge_all()
+            st.merged_own = own
+
+    def _merge_all(self) -> None:
+        with self._write(merge_only=True):
+            pass
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[h5py.File]:
+        """An open root for reading, with every returned append merged in."""
+        st = self._st
+        self._sync()
+        with st.rlock, st.lock.shared():
+            yield st.read_handle()
+
+    @contextlib.contextmanager
+    def _write(self, merge_only: bool = False) -> Iterator[Transaction]:
+        """A transaction on the root opened for writing, under the exclusive lock."""
+        if not merge_only:
+            self._check_writable()
+        st = self._st
+        if st.writer is not None:
+            st.writer.commit_pending()
+        with st.rlock, st.lock.exclusive():
+            st.close_handle()
+            f = _open(self._root, "r+")
+            retired: list[str] = []
+            changed = False
+            try:
+                layout.validate(f, self._root)
+                recover(f)
+                txn = Transaction(f)
+                retired = merge.consolidate(
+                    txn, layout.shard_dir(self._root), st.writer, self._locking
+                )
+                if not txn.empty:
+                    _bump_state(txn)
+                    txn.commit()
+                    changed = True
+                if not merge_only:
+                    txn = Transaction(f)
+                    yield txn
+                    if not txn.empty:
+                        _bump_state(txn)
+                        changed = True
+                    txn.commit()
+                else:
+                    yield txn
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    if "store/staging" in f:
+                        del f["store/staging"]
+                raise
+            finally:
+                with contextlib.suppress(Exception):
+                    f.flush()
+                f.close()
+                if changed:
+                    st.lock.bump_generation()
+            merge.remove_retired(retired)
+
+    def _append(self, records: list[Record]) -> None:
+        """Commit one append call to this process's shard (no root lock)."""
+        self._check_writable()
+        self._st.get_writer().append(records)
+
+    # -------------------------------------------------------------- chunk size
+    def _chunk_size(self, sync: bool = True) -> tuple[float, float, float] | None:
+        """The store's chunk size. ``sync=False`` (the append path) skips merging
+        pending appends and only reads the root while the size is still unknown."""
+        st = self._st
+        if sync:
+            with self._read():
+                pass
+        elif st.chunk_size is None:
+            with st.rlock, st.lock.shared():
+                st.read_handle()
+        return st.chunk_size
+
+    def _check_chunk_size(self, size: tuple[float, float, float] | None) -> list[Record]:
+        """Validate a chunk's size against the store's; the record that sets it."""
+        if size is None:
+            return []
+        current = self._chunk_size(sync=False) or self._st.pending_chunk_size
+        if current is not None:
+            if not np.allclose(current, size):
+                raise ChunkSizeError(
+                    f"Chunk size mismatch: the store '{self._root}' uses chunks of "
+                    f"{current}, got a chunk of size {size}.",
+                    expected=current,
+                    given=size,
+                )
+            return []
+        self._st.pending_chunk_size = size
+        return [Record(("S", "", "chunk_size"), 0, 0, np.asarray([size], float), 1)]
+
+    def _known_columns(self, path: str) -> dict[str, dict[str, Any]]:
+        """The column specs of a chunked set: as last published, plus the columns this
+        process's unmerged appends introduced (a mutable dict owned by the state)."""
+        st = self._st
+        with st.rlock:
+            gen = st.lock.read_generation()
+            if gen != st.columns_gen:
+                fresh: dict[str, dict[str, Any]] = {}
+                with st.lock.shared():
+                    f = st.read_handle()
+                    for p in (path, *st.columns):
+                        if p in f:
+                            fresh[p] = json.loads(f[p].attrs.get("columns", "{}"))
+                for p, cols in st.columns.items():  # keep own unmerged columns
+                    for k, v in cols.items():
+                        fresh.setdefault(p, {}).setdefault(k, v)
+                st.columns, st.columns_gen = fresh, gen
+            if path not in st.columns:
+                with st.lock.shared():
+                    f = st.read_handle()
+                    st.columns[path] = (
+                        json.loads(f[path].attrs.get("columns", "{}")) if path in f else {}
+                    )
+            return st.columns[path]
+
+    # ----------------------------------------------------------- store-level data
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The provenance bundle with the current ``state_id``."""
+        if not self.exists():
+            return {}
+        with self._read() as f:
+            meta = json.loads(f["store"].attrs.get("provenance", "{}"))
+            meta["state_id"] = int(f["store/state"][0])
+            meta["storage_id"] = f.attrs.get("storage_id")
+        return meta
+
+    @property
+    def storage_id(self) -> str | None:
+        return self.metadata.get("storage_id")
+
+    @property
+    def state_id(self) -> int | None:
+        return self.metadata.get("state_id")
+
+    @property
+    def versions(self) -> dict[str, str]:
+        with self._read() as f:
+            return {
+                "engine": "bsb-store",
+                "version": str(f.attrs.get("bsb_store_version", "")),
+                "format": str(f.attrs.get("format_version", "")),
+            }
+
+    def clear_placement(self) -> None:
+        """Remove every placement set's data and the chunk size. Collective."""
+        self._collective_mutation(self._clear_group, "placement", reset_size=True)
+
+    def clear_connectivity(self) -> None:
+        """Remove every connectivity set. Collective."""
+        self._collective_mutation(self._clear_group, "connectivity")
+
+    def _clear_group(self, name: str, reset_size: bool = False) -> None:
+        with self._write() as txn:
+            for child in list(txn.file[name]):
+                txn.delete(f"{name}/{child}")
+            if reset_size:
+                txn.write("store/chunk_size", 0, np.full(3, np.nan))
+        if reset_size:
+            self._st.chunk_size = None
+            self._st.pending_chunk_size = None
+
+    def _collective_mutation(self, fn, *args, **kwargs) -> Any:
+        self.flush()
+        self._comm.barrier()
+        out = collective(self._comm, lambda: fn(*args, **kwargs))
+        self._st.close_handle()
+        return out
+
+    def get_chunk_stats(self) -> dict[str, dict[str, Any]]:
+        """``{str(chunk id): {"placed": n, "connections": {"inc": n, "out": n}}}`` summed
+        over every set, in ascending chunk id order (identical on every rank)."""
+        from .resources.connectivity import ConnectivitySet
+        from .resources.placement import PlacementSet
+
+        def compute():
+            stats: dict[int, dict[str, Any]] = {}
+
+            def entry(cid):
+                return stats.setdefault(
+                    cid, {"placed": 0, "connections": {"inc": 0, "out": 0}}
+                )
+
+            for name in PlacementSet.list(self):
+                for cid, n in PlacementSet(self, name).get_chunk_stats().items():
+                    entry(int(cid))["placed"] += n
+            for tag in ConnectivitySet.get_tags(self):
+                for cid, d in ConnectivitySet(self, tag).get_chunk_stats().items():
+                    for k in ("inc", "out"):
+                        entry(int(cid))["connections"][k] += d[k]
+            return {str(k): stats[k] for k in sorted(stats)}
+
+        return collective(self._comm, compute)
+
+
+def _bump_state(txn: Transaction) -> None:
+    state = int(txn.file["store/state"][0])
+    txn.write("store/state", 0, np.asarray([state + 1], np.int64))
+
+
+def _apply_store_values(txn: Transaction, _set: str, calls) -> None:
+    """Applier for store-level records (the chunk size set by a first sized chunk)."""
+    current = parse_size(txn.file["store/chunk_size"][()])
+    for call in calls:
+        for rec in call.records:
+            if rec.stream[2] == "chunk_size" and current is None:
+                current = parse_size(rec.rows[0])
+                txn.write("store/chunk_size", 0, np.asarray(current, float))
+
+
+merge.register_applier("S", _apply_store_values)
+
+
+class _ReadOnly:
+    def __init__(self, engine: HDF5Engine):
+        self._engine = engine
+        self._previous = engine._readonly
+        engine.flush()
+        engine._readonly = True
+
+    def __enter__(self) -> HDF5Engine:
+        self._engine._readonly = True
+        return self._engine
+
+    def __exit__(self, *exc) -> None:
+        self._engine._readonly = self._previous
+
+
+def _safe(fn) -> str | None:
+    try:
+        return fn()
+    except Exception:
+        return None
+
+
+def _close_all() -> None:
+    for st in list(_STATES.values()):
+        with contextlib.suppress(Exception):
+            if st.writer is not None and not st.writer.closed and os.path.exists(st.path):
+                HDF5Engine(st.path, locking=st.locking).close()
+        with contextlib.suppress(Exception):
+            st.close_handle()
+
+
+atexit.register(_close_all)
+_ = weakref  # engines are cheap views; state lives in _STATES

@@ -1,0 +1,5 @@
+"""The four resources of a store, all built on the same chunk and write machinery."""
+
+from .placement import PlacementSet
+
+__all__ = ["PlacementSet"]

@@ -1,0 +1,281 @@
+"""What every chunked resource shares: the index table and per-chunk column storage.
+
+A chunked set (a placement set, a connectivity set) keeps, under its group:
+
+* ``index/key``   int64 (K, w): the chunk key of each chunk group (w=1 for placement:
+  the chunk id; w=3 for connectivity blocks: direction, local chunk, global chunk);
+* ``index/count`` int64 (K,):  the logical row count of each chunk group;
+* ``columns`` attribute: JSON ``{name: {"dtype", "shape", "fill"}}`` of the columns
+  the set holds; every chunk group holds each of them with exactly ``count`` rows
+  (rows an append did not give are filled), so columns always line up;
+* one group per chunk key with one dataset per column. Datasets may be physically
+  longer than ``count`` (rows staged by a transaction that did not publish); readers
+  never look past ``count``.
+
+Counts are numbers in a dataset, written once per transaction for the whole table (never
+a JSON attribute per append), so an append's cost does not depend on how many chunks
+the set holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+from ...exceptions import DtypeError
+from ..writes.txn import Transaction
+
+if TYPE_CHECKING:
+    from ..engine import HDF5Engine
+
+KeyT = tuple[int, ...]
+
+
+class Resource:
+    """A named object of a store: a path inside the root plus the engine it lives in."""
+
+    def __init__(self, engine: HDF5Engine, path: str):
+        self._engine = engine
+        self._path = path
+
+    @property
+    def engine(self) -> HDF5Engine:
+        return self._engine
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(self) is type(other)
+            and self._engine == other._engine  # type: ignore[attr-defined]
+            and self._path == other._path  # type: ignore[attr-defined]
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._engine.root, self._path))
+
+
+def column_spec(rows: np.ndarray, fill: float) -> dict[str, Any]:
+    return {"dtype": rows.dtype.str, "shape": list(rows.shape[1:]), "fill": fill}
+
+
+def read_columns(group: h5py.Group) -> dict[str, dict[str, Any]]:
+    raw = group.attrs.get("columns")
+    return json.loads(raw) if raw is not None else {}
+
+
+def create_index(group: h5py.Group, width: int) -> None:
+    """Create the empty index of a new chunked set inside ``group``."""
+    ix = group.create_group("index")
+    ix.create_dataset("key", (0, width), dtype=np.int64, maxshape=(None, width))
+    ix.create_dataset("count", (0,), dtype=np.int64, maxshape=(None,))
+    group.attrs["columns"] = "{}"
+
+
+class ChunkTable:
+    """The in-memory view of one set's index plus its columns.
+
+    Read from an open group; while a transaction appends, it also tracks the pending
+    counts and new columns, and :meth:`publish` turns them into journal operations.
+    """
+
+    def __init__(self, group: h5py.Group, chunk_path: Callable[[KeyT], str]):
+        self.group = group
+        self.chunk_path = chunk_path
+        keys = group["index/key"][()]
+        counts = group["index/count"][()]
+        self.width = keys.shape[1]
+        self.keys: list[KeyT] = [tuple(int(v) for v in k) for k in keys]
+        self.counts: list[int] = [int(c) for c in counts]
+        self.rows = {k: i for i, k in enumerate(self.keys)}
+        self.columns = read_columns(group)
+        self._dirty = False
+        self._new_columns: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def open(cls, group: h5py.Group, chunk_path: Callable[[KeyT], str]) -> ChunkTable:
+        return cls(group, chunk_path)
+
+    # ------------------------------------------------------------------------ reads
+    def count(self, key: KeyT) -> int:
+        row = self.rows.get(key)
+        return 0 if row is None else self.counts[row]
+
+    def items(self) -> Iterable[tuple[KeyT, int]]:
+        return zip(self.keys, self.counts)
+
+    def read(self, keys: Sequence[KeyT], column: str) -> np.ndarray:
+        """Concatenate ``column`` over ``keys`` (in the order given)."""
+        spec = self.columns[column]
+        parts = []
+        for key in keys:
+            n = self.count(key)
+            if n:
+                parts.append(self.group[f"{self.chunk_path(key)}/{column}"][:n])
+        if not parts:
+            return np.empty((0, *spec["shape"]), dtype=np.dtype(spec["dtype"]))
+        return np.concatenate(parts) if len(parts) > 1 else np.array(parts[0])
+
+    # ---------------------------------------------------------------------- appends
+    def ensure_key(self, key: KeyT) -> None:
+        """Register a chunk key (with 0 rows) and create its group."""
+        if key not in self.rows:
+            self.rows[key] = len(self.keys)
+            self.keys.append(key)
+            self.counts.append(0)
+            self._dirty = True
+        self.group.require_group(self.chunk_path(key))
+
+    def append(self, txn: Transaction, key: KeyT, n: int, data: dict[str, np.ndarray],
+               fills: dict[str, float]) -> None:
+        """Stage ``n`` rows for chunk ``key``: the given columns, and fill rows for the
+        set's other columns. New columns are registered (and back-filled elsewhere)."""
+        if n:
+            # Validate everything before staging anything.
+            for name, rows in data.items():
+                if name in self.columns:
+                    check_column(self.columns[name], rows, name)
+        self.ensure_key(key)
+        if not n:
+            return  # an empty append creates the chunk, and no column
+        for name, rows in data.items():
+            if name not in self.columns:
+                self._add_column(txn, name, column_spec(rows, fills.get(name, 0)))
+        start = self.count(key)
+        chunk = self.group[self.chunk_path(key)]
+        for name, spec in self.columns.items():
+            rows = data.get(name)
+            if rows is None:
+                rows = _fill(spec, n)
+            txn.stage_rows(_require_ds(chunk, name, spec), start, rows)
+        self.counts[self.rows[key]] = start + n
+        self._dirty = True
+
+    def _add_column(self, txn: Transaction, name: str, spec: dict[str, Any]) -> None:
+        self.columns[name] = spec
+        self._new_columns[name] = spec
+        self._dirty = True
+        for key, n in self.items():
+            if n:
+                chunk = self.group[self.chunk_path(key)]
+                txn.stage_rows(_require_ds(chunk, name, spec), 0, _fill(spec, n))
+
+    def publish(self, txn: Transaction, path: str) -> None:
+        """Turn the staged changes into journal operations (whole-table writes)."""
+        if not self._dirty:
+            return
+        k = len(self.keys)
+        keys = np.asarray(self.keys, dtype=np.int64).reshape(k, self.width)
+        txn.resize(f"{path}/index/key", k)
+        txn.write(f"{path}/index/key", 0, keys)
+        txn.resize(f"{path}/index/count", k)
+        txn.write(f"{path}/index/count", 0, np.asarray(self.counts, dtype=np.int64))
+        if self._new_columns:
+            txn.set_attr(path, "columns", json.dumps(self.columns))
+        self._dirty = False
+        self._new_columns = {}
+
+    def register(self, txn: Transaction, path: str, name: str, dtype: str,
+                 shape: tuple[int, ...], fill: float) -> None:
+        """Declare a column (back-filling existing chunks) and publish it."""
+        if name not in self.columns:
+            self._add_column(txn, name, {"dtype": np.dtype(dtype).str,
+                                         "shape": list(shape), "fill": fill})
+            self.publish(txn, path)
+
+    def overwrite(self, txn: Transaction, path: str, key: KeyT, name: str,
+                  rows: np.ndarray, fill: float = 0) -> None:
+        """Replace column ``name`` of chunk ``key`` with ``rows`` (exactly ``count``
+        rows), staged as a new dataset and swapped in on publish."""
+        spec = self.columns.get(name)
+        if spec is None:
+            spec = column_spec(np.asarray(rows), fill)
+            for other, n in self.items():
+                if other != key and n:
+                    staged = txn.staging_path()
+                    _create_ds(txn.file, staged, spec, _fill(spec, n))
+                    txn.replace(staged, f"{path}/{self.chunk_path(other)}/{name}")
+            self.columns[name] = spec
+            self._new_columns[name] = spec
+            self._dirty = True
+        else:
+            check_column(spec, np.asarray(rows), name)
+        staged = txn.staging_path()
+        _create_ds(txn.file, staged, spec, np.asarray(rows, dtype=np.dtype(spec["dtype"])))
+        txn.replace(staged, f"{path}/{self.chunk_path(key)}/{name}")
+        self.publish(txn, path)
+
+    def drop(self, txn: Transaction, path: str, keys: Iterable[KeyT]) -> None:
+        """Remove chunk keys from the table and delete their groups."""
+        gone = set(keys) & set(self.rows)
+        if not gone:
+            return
+        kept = [(k, c) for k, c in zip(self.keys, self.counts) if k not in gone]
+        self.keys = [k for k, _ in kept]
+        self.counts = [c for _, c in kept]
+        self.rows = {k: i for i, k in enumerate(self.keys)}
+        self._dirty = True
+        self.publish(txn, path)
+        for key in gone:
+            txn.delete(f"{path}/{self.chunk_path(key)}")
+
+
+def check_append(engine: HDF5Engine, path: str, columns: dict[str, np.ndarray],
+                 fills: dict[str, float]) -> None:
+    """Validate an append's columns against the set's columns (as last published, plus
+    those this process introduced in appends not merged yet), so that a bad call raises
+    at once instead of at merge time."""
+    known = engine._known_columns(path)
+    for name, rows in columns.items():
+        spec = known.get(name)
+        if spec is not None:
+            check_column(spec, rows, name)
+    for name, rows in columns.items():
+        if name not in known and len(rows):
+            known[name] = column_spec(rows, fills.get(name, 0))
+
+
+def check_column(spec: dict[str, Any], rows: np.ndarray, name: str) -> None:
+    shape = tuple(spec["shape"])
+    if rows.shape[1:] != shape:
+        from ...exceptions import ShapeError
+
+        raise ShapeError(
+            f"Column '{name}' holds rows of shape {shape}, got rows of shape "
+            f"{rows.shape[1:]}.",
+            column=name,
+        )
+    if not np.can_cast(rows.dtype, np.dtype(spec["dtype"]), "same_kind"):
+        raise DtypeError(
+            f"Column '{name}' holds {np.dtype(spec['dtype'])}, cannot store {rows.dtype}.",
+            column=name,
+        )
+
+
+def _fill(spec: dict[str, Any], n: int) -> np.ndarray:
+    return np.full((n, *spec["shape"]), spec["fill"], dtype=np.dtype(spec["dtype"]))
+
+
+def _create_ds(parent: h5py.Group, name: str, spec: dict[str, Any],
+               data: np.ndarray | None = None) -> h5py.Dataset:
+    """A growable column dataset with a row-friendly chunk shape (h5py's automatic
+    chunking picks odd shapes such as (512, 2) for (n, 3) data)."""
+    shape = tuple(spec["shape"])
+    dtype = np.dtype(spec["dtype"])
+    row_bytes = max(1, int(np.prod(shape, dtype=int)) * dtype.itemsize)
+    chunk_rows = max(256, min(65536, (256 * 1024) // row_bytes))
+    n = 0 if data is None else len(data)
+    ds = parent.create_dataset(
+        name, (n, *shape), dtype=dtype, maxshape=(None, *shape),
+        chunks=(chunk_rows, *shape),
+    )
+    if n:
+        ds[:] = data
+    return ds
+
+
+def _require_ds(group: h5py.Group, name: str, spec: dict[str, Any]) -> h5py.Dataset:
+    ds = group.get(name)
+    return ds if ds is not None else _create_ds(group, name, spec)

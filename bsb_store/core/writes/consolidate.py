@@ -1,0 +1,164 @@
+"""Merging committed shard data into the root file.
+
+Runs inside a root transaction (exclusive root lock held). For every shard file next to
+the root it reads the committed log rows past the count the root says it already merged,
+hands the calls to the applier of each resource kind, and publishes the new merged
+count in the same transaction as the data. So after a crash either the data and the
+count are both visible or neither is, and merging again never duplicates rows.
+
+Resources register an applier per stream kind (``"P"`` placement, ``"C"``
+connectivity, ``"S"`` store-level values) with :func:`register_applier`: one mechanism
+serves every resource.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import h5py
+import numpy as np
+
+from ...exceptions import PendingDataWarning
+from ..locking import LockingMode, SidecarLock
+from .shard import Call, ShardWriter, list_shards, read_calls, remove_shard, shard_paths
+from .shard import read_commit_hint, writer_alive
+from .txn import Transaction
+
+if TYPE_CHECKING:
+    pass
+
+#: kind -> applier(txn, set name, calls holding only that set's records)
+Applier = Callable[[Transaction, str, list[Call]], None]
+_APPLIERS: dict[str, Applier] = {}
+
+
+def register_applier(kind: str, applier: Applier) -> None:
+    _APPLIERS[kind] = applier
+
+
+def _applied_table(f: h5py.File) -> dict[str, tuple[int, int]]:
+    names = f["store/shards/name"].asstr()[()]
+    applied = f["store/shards/applied"][()]
+    return {n: (i, int(a)) for i, (n, a) in enumerate(zip(names, applied))}
+
+
+def pending(f: h5py.File | None, shard_dir: str, own: ShardWriter | None,
+            applied_cache: dict[str, int] | None = None) -> bool:
+    """Cheap check: does any shard hold committed rows the root has not merged?"""
+    table = applied_cache if applied_cache is not None else (
+        {k: v for k, (_, v) in _applied_table(f).items()} if f is not None else {}
+    )
+    for path in list_shards(shard_dir):
+        name = os.path.basename(path)[:-3]
+        if own is not None and name == own.name:
+            committed = own.committed
+        else:
+            committed = read_commit_hint(shard_paths(path)[0])
+        if committed > table.get(name, 0):
+            return True
+    return False
+
+
+def consolidate(txn: Transaction, shard_dir: str, own: ShardWriter | None,
+                locking: LockingMode) -> list[str]:
+    """Merge every shard's unmerged committed calls into ``txn``; return the shard
+    files of dead writers that are now fully merged (delete them after the commit)."""
+    f = txn.file
+    table = _applied_table(f)
+    names = list(table)
+    applied = [a for _, a in table.values()]
+    retired = []
+    changed = False
+    gathered: list[Call] = []  # every shard's calls, dispatched once: appliers see
+    for path in list_shards(shard_dir):  # one consistent view of each set
+        name = os.path.basename(path)[:-3]
+        start = table.get(name, (None, 0))[1]
+        is_own = own is not None and name == own.name
+        if is_own:
+            calls, committed = own.read_calls(start)
+        else:
+            hint = read_commit_hint(shard_paths(path)[0])
+            dead = not writer_alive(path)
+            if hint <= start and not dead:
+                continue
+            calls, committed = _read_foreign(path, start, locking)
+            if dead and committed is not None:
+                retired.append(path)
+        if not calls:
+            continue
+        gathered.extend(calls)
+        if name in table:
+            applied[table[name][0]] = committed
+        else:
+            names.append(name)
+            applied.append(committed)
+            table[name] = (len(names) - 1, committed)
+        changed = True
+    if gathered:
+        _dispatch(txn, gathered)
+    if changed:
+        txn.resize("store/shards/name", len(names))
+        txn.write("store/shards/name", 0, np.asarray(names, dtype=object))
+        txn.resize("store/shards/applied", len(applied))
+        txn.write("store/shards/applied", 0, np.asarray(applied, dtype=np.int64))
+    return retired
+
+
+def _read_foreign(path: str, start: int, locking: LockingMode):
+    lock = SidecarLock(shard_paths(path)[0], locking)
+    try:
+        with lock.shared():
+            try:
+                with h5py.File(path, "r", locking=False) as sf:
+                    return read_calls(sf, start)
+            except (OSError, KeyError) as e:
+                # A writer killed before its shard's first flush: nothing committed.
+                warnings.warn(
+                    f"Shard '{path}' could not be read ({e}); treating it as empty.",
+                    PendingDataWarning,
+                    stacklevel=3,
+                )
+                return [], None
+    finally:
+        lock.close()
+
+
+def _dispatch(txn: Transaction, calls: list[Call]) -> None:
+    """Split calls per (kind, set) in commit order and hand them to appliers."""
+    grouped: dict[tuple[str, str], list[Call]] = {}
+    for call in calls:
+        per_set: dict[tuple[str, str], Call] = {}
+        for rec in call.records:
+            key = (rec.stream[0], rec.stream[1])
+            per_set.setdefault(key, Call(call.seq)).records.append(rec)
+        for key, sub in per_set.items():
+            grouped.setdefault(key, []).append(sub)
+    for (kind, set_name), set_calls in grouped.items():
+        applier = _APPLIERS.get(kind)
+        if applier is None:
+            warnings.warn(
+                f"No applier for stream kind {kind!r}; dropped {len(set_calls)} calls.",
+                PendingDataWarning,
+                stacklevel=2,
+            )
+            continue
+        applier(txn, set_name, set_calls)
+
+
+def drop_calls(target: str, calls: list[Call]) -> None:
+    """Warn that committed calls are dropped because their target no longer exists."""
+    warnings.warn(
+        f"Dropped {len(calls)} committed append calls: {target}.",
+        PendingDataWarning,
+        stacklevel=3,
+    )
+
+
+def remove_retired(paths: list[str]) -> None:
+    for p in paths:
+        with contextlib.suppress(OSError):
+            remove_shard(p)

@@ -1,0 +1,288 @@
+"""Per-writer shard files: the append path that takes no cross-process lock.
+
+Every process that appends to a store owns one shard file next to the root
+(``<root>.shards/<writer>.h5``) and keeps it open for its lifetime. An append *call*
+becomes one or more records ``(stream, key0, key1, rows)``; a stream is a flat growable
+dataset per (resource kind, set, column), and a log table says which rows of which
+stream belong to which call and chunk. The commit protocol is:
+
+1. take the shard's own sidecar lock (only a consolidator reading this shard contends);
+2. resize and write the data rows and the log rows, then ``flush``;
+3. write the new number of committed log rows into ``/committed``, then ``flush``;
+4. mirror that number into the sidecar lock file (a cheap poll for other processes);
+5. release.
+
+A reader trusts only committed log rows, so a writer killed at any instant leaves its
+shard with every returned call and no part of the call in flight. A second sidecar,
+``<writer>.alive``, is ``flock``-ed for the writer's lifetime: a consolidator that can
+lock it knows the writer is gone and may delete the shard once it is merged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import struct
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..locking import LockingMode, SidecarLock, try_exclusive
+
+_COUNT = struct.Struct("<q")
+_STR = h5py.string_dtype()
+LOG_COLUMNS = 6  # seq, stream, key0, key1, start, nrows
+#: Deferred (buffered) records are committed once they hold this many bytes.
+BUFFER_BYTES = int(os.environ.get("BSB_STORE_BUFFER_BYTES", 16 * 2**20))
+
+
+@dataclass
+class Record:
+    """Rows of one stream for one chunk key, part of one append call."""
+
+    stream: tuple[str, ...]
+    key0: int
+    key1: int
+    rows: np.ndarray | None  # None: a row count without data (entities)
+    nrows: int
+
+
+@dataclass
+class Call:
+    """All records of one committed append call, in the order they were written."""
+
+    seq: int
+    records: list[Record] = field(default_factory=list)
+
+
+def stream_name(stream: Sequence[str]) -> str:
+    return json.dumps(list(stream))
+
+
+def shard_paths(shard_h5: str) -> tuple[str, str]:
+    """The (lock, alive) sidecars of a shard file."""
+    base = shard_h5[: -len(".h5")]
+    return base + ".lock", base + ".alive"
+
+
+def read_commit_hint(lock_path: str) -> int:
+    """The committed log row count a writer mirrored into its lock file (0 if none)."""
+    try:
+        with open(lock_path, "rb") as f:
+            data = f.read(_COUNT.size)
+    except FileNotFoundError:
+        return 0
+    return _COUNT.unpack(data)[0] if len(data) == _COUNT.size else 0
+
+
+class ShardWriter:
+    """The append side of one process's shard file."""
+
+    def __init__(self, shard_dir: str, locking: LockingMode = "flock"):
+        os.makedirs(shard_dir, exist_ok=True)
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+        self.path = os.path.join(shard_dir, self.name + ".h5")
+        lock_path, alive_path = shard_paths(self.path)
+        self._alive = try_exclusive(alive_path) if locking == "flock" else None
+        self.lock = SidecarLock(lock_path, locking)
+        self._tlock = threading.RLock()
+        self._file = h5py.File(self.path, "w", locking=False)
+        self._file.attrs["bsb_store_shard"] = 1
+        self._file.attrs["pid"] = os.getpid()
+        self._log = self._file.create_dataset(
+            "log", (0, LOG_COLUMNS), dtype=np.int64, maxshape=(None, LOG_COLUMNS),
+            chunks=(4096, LOG_COLUMNS),
+        )
+        self._committed_ds = self._file.create_dataset("committed", data=np.zeros(1, np.int64))
+        self._streams_ds = self._file.create_dataset(
+            "streams", (0,), dtype=_STR, maxshape=(None,), chunks=(256,)
+        )
+        self._file.flush()
+        self._streams: dict[tuple[str, ...], int] = {}
+        self._seq = 0
+        self.committed = 0
+        self._pending: list[list[Record]] = []
+        self._pending_bytes = 0
+        self._defer = 0
+        self.closed = False
+
+    # ----------------------------------------------------------------------- append
+    def append(self, records: list[Record]) -> None:
+        """Commit one append call (or queue it while commits are deferred)."""
+        with self._tlock:
+            if self._defer:
+                self._pending.append(records)
+                self._pending_bytes += sum(
+                    r.rows.nbytes for r in records if r.rows is not None
+                )
+                if self._pending_bytes >= BUFFER_BYTES:
+                    self._commit_pending()
+            else:
+                self._commit([records])
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Queue calls in memory and commit them together on exit (a write scope)."""
+        with self._tlock:
+            self._defer += 1
+        try:
+            yield
+        finally:
+            with self._tlock:
+                self._defer -= 1
+                if not self._defer:
+                    self._commit_pending()
+
+    def commit_pending(self) -> None:
+        with self._tlock:
+            self._commit_pending()
+
+    def _commit_pending(self) -> None:
+        if self._pending:
+            calls, self._pending, self._pending_bytes = self._pending, [], 0
+            self._commit(calls)
+
+    def _commit(self, calls: list[list[Record]]) -> None:
+        # Everything happens under the shard's lock so that a consolidator, which reads
+        # under the shared lock, only ever sees a flushed, consistent file.
+        with self.lock.exclusive():
+            log_rows = []
+            for records in calls:
+                self._seq += 1
+                for r in records:
+                    sid = self._stream_id(r)
+                    start = -1
+                    if r.rows is not None:
+                        ds = self._file[f"s/{sid}"]
+                        start = ds.shape[0]
+                        ds.resize(start + r.nrows, axis=0)
+                        if r.nrows:
+                            ds[start:] = r.rows
+                    log_rows.append((self._seq, sid, r.key0, r.key1, start, r.nrows))
+            n = self._log.shape[0]
+            self._log.resize(n + len(log_rows), axis=0)
+            self._log[n:] = np.asarray(log_rows, dtype=np.int64).reshape(-1, LOG_COLUMNS)
+            self._file.flush()
+            self._committed_ds[0] = n + len(log_rows)
+            self._file.flush()
+            self.committed = n + len(log_rows)
+            os.pwrite(self.lock._file().fileno(), _COUNT.pack(self.committed), 0)
+
+    def _stream_id(self, r: Record) -> int:
+        sid = self._streams.get(r.stream)
+        if sid is None:
+            sid = len(self._streams)
+            self._streams[r.stream] = sid
+            self._streams_ds.resize(sid + 1, axis=0)
+            self._streams_ds[sid] = stream_name(r.stream)
+            if r.rows is not None:
+                rows = r.rows
+                kw: dict[str, Any] = {}
+                if rows.dtype.kind in "OUS":
+                    dtype: Any = _STR
+                else:
+                    dtype = rows.dtype
+                    kw["chunks"] = (max(1, min(65536, 2**20 // max(1, rows[:1].nbytes or 8))),
+                                    *rows.shape[1:])
+                self._file.create_dataset(
+                    f"s/{sid}", (0, *rows.shape[1:]), dtype=dtype,
+                    maxshape=(None, *rows.shape[1:]), **kw,
+                )
+        return sid
+
+    # ------------------------------------------------------------------------ reads
+    def read_calls(self, start: int) -> tuple[list[Call], int]:
+        """Committed calls from log row ``start`` on (for consolidation in-process)."""
+        with self._tlock:
+            return read_calls(self._file, start, self.committed)
+
+    # ------------------------------------------------------------------------ close
+    def close(self, delete: bool = False) -> None:
+        """Commit what is queued, close the file and release the sidecars (idempotent)."""
+        with self._tlock:
+            if self.closed:
+                return
+            with contextlib.suppress(Exception):
+                self._commit_pending()
+            self._file.close()
+            self.closed = True
+            if delete:
+                remove_shard(self.path)
+            self.lock.close()
+            if self._alive is not None:
+                self._alive.close()
+                self._alive = None
+
+
+def read_calls(f: h5py.File, start: int, committed: int | None = None) -> tuple[list[Call], int]:
+    """Decode the committed log rows ``[start, committed)`` of an open shard into calls.
+
+    Returns the calls and the committed row count the read stopped at.
+    """
+    if committed is None:
+        committed = int(f["committed"][0])
+    if committed <= start:
+        return [], committed
+    log = f["log"][start:committed]
+    names = f["streams"][: int(log[:, 1].max()) + 1]
+    streams = [tuple(json.loads(n.decode() if isinstance(n, bytes) else n)) for n in names]
+    # Read each stream's needed range in one go, then slice per record.
+    spans: dict[int, list[int]] = defaultdict(lambda: [2**62, -1])
+    for _, sid, _, _, s, n in log:
+        if s >= 0 and n:
+            span = spans[int(sid)]
+            span[0], span[1] = min(span[0], int(s)), max(span[1], int(s + n))
+    blocks = {sid: (lo, f[f"s/{sid}"][lo:hi]) for sid, (lo, hi) in spans.items()}
+    calls: dict[int, Call] = {}
+    for seq, sid, k0, k1, s, n in log:
+        sid, s, n = int(sid), int(s), int(n)
+        rows = None
+        if s >= 0:
+            if n and sid in blocks:
+                lo, data = blocks[sid]
+                rows = data[s - lo : s - lo + n]
+            else:
+                ds = f[f"s/{sid}"]
+                rows = np.empty((0, *ds.shape[1:]), dtype=ds.dtype)
+            if rows.dtype.kind == "O":
+                rows = np.array([x.decode() if isinstance(x, bytes) else x for x in rows],
+                                dtype=object)
+        call = calls.setdefault(int(seq), Call(int(seq)))
+        call.records.append(Record(streams[sid], int(k0), int(k1), rows, n))
+    return [calls[k] for k in sorted(calls)], committed
+
+
+def remove_shard(path: str) -> None:
+    """Delete a shard file and its sidecars."""
+    for p in (path, *shard_paths(path)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+
+
+def list_shards(shard_dir: str) -> list[str]:
+    """Paths of the shard files in ``shard_dir``, sorted by name."""
+    try:
+        names = sorted(n for n in os.listdir(shard_dir) if n.endswith(".h5"))
+    except FileNotFoundError:
+        return []
+    return [os.path.join(shard_dir, n) for n in names]
+
+
+def writer_alive(shard_h5: str) -> bool:
+    """Whether the process that owns this shard still runs (it holds ``.alive``)."""
+    _, alive = shard_paths(shard_h5)
+    if not os.path.exists(alive):
+        return False
+    fh = try_exclusive(alive)
+    if fh is None:
+        return True
+    fh.close()
+    return False

@@ -1,0 +1,181 @@
+"""Crash-atomic transactions on the root file: stage, journal, publish.
+
+A transaction changes the root file in two phases.
+
+*Staging* writes data where no reader looks: rows past the logical length of a column
+(readers only read up to the counts kept in the index tables), or new objects under
+``/store/staging``. A crash during staging leaves unreachable bytes, nothing else.
+
+*Publishing* makes the change visible with a short list of idempotent operations
+(absolute resizes and writes, attribute sets, deletions, and ``replace``: move a staged
+object into place). They are first written to ``/store/journal`` with a completion mark
+and flushed; then applied and flushed; then the journal is deleted. A process that finds
+a complete journal redoes it (every operation is absolute, so redoing is harmless); an
+incomplete journal means publishing never started and is discarded. Default-libver HDF5
+files keep exactly their flushed state when a writer is killed (measured on this kind of
+machine, ``reference/anchors.md`` 3d), which is what this protocol relies on.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import h5py
+import numpy as np
+
+JOURNAL = "store/journal"
+STAGING = "store/staging"
+
+
+class Transaction:
+    """Collects the publish operations of one change to an open root file."""
+
+    def __init__(self, file: h5py.File):
+        self.file = file
+        self._ops: list[dict[str, Any]] = []
+        self._payloads: list[np.ndarray] = []
+        #: Scratch space for appliers to keep state across calls in one transaction.
+        self.memo: dict[Any, Any] = {}
+
+    # --------------------------------------------------------------------- staging
+    def staging_path(self) -> str:
+        """A fresh path under the staging group for a new object."""
+        return f"{STAGING}/{uuid.uuid4().hex}"
+
+    def stage_rows(self, ds: h5py.Dataset, start: int, rows: np.ndarray) -> None:
+        """Write ``rows`` at ``start`` (past the logical end), growing the dataset if
+        needed. Never shrinks: a later publish sets the final length."""
+        end = start + len(rows)
+        if ds.shape[0] < end:
+            ds.resize(end, axis=0)
+        if len(rows):
+            ds[start:end] = rows
+
+    # --------------------------------------------------------------------- publish
+    @property
+    def empty(self) -> bool:
+        return not self._ops
+
+    def resize(self, path: str, n: int) -> None:
+        self._ops.append({"op": "resize", "path": path, "n": int(n)})
+
+    def write(self, path: str, start: int, values: Any) -> None:
+        """Write ``values`` into dataset ``path`` at row ``start`` (growing it if short)."""
+        arr = np.asarray(values)
+        self._ops.append(
+            {"op": "write", "path": path, "start": int(start), "p": len(self._payloads)}
+        )
+        self._payloads.append(arr)
+
+    def set_attr(self, path: str, name: str, value: Any) -> None:
+        """Set an attribute; ``value`` must be JSON-able (stored as-is in the journal)."""
+        self._ops.append({"op": "attr", "path": path, "name": name, "value": value})
+
+    def delete(self, path: str) -> None:
+        self._ops.append({"op": "delete", "path": path})
+
+    def replace(self, staged: str, path: str) -> None:
+        """Move a staged object to ``path``, replacing whatever is there."""
+        self._ops.append({"op": "replace", "src": staged, "dst": path})
+
+    def commit(self) -> None:
+        """Journal, apply and clear the publish operations (no-op when there are none)."""
+        if not self._ops:
+            self.file.flush()
+            return
+        _write_journal(self.file, self._ops, self._payloads)
+        self.file.flush()
+        _apply(self.file, self._ops, self._payloads)
+        self.file.flush()
+        del self.file[JOURNAL]
+        if STAGING in self.file and not len(self.file[STAGING]):
+            del self.file[STAGING]
+        self.file.flush()
+        self._ops, self._payloads = [], []
+
+
+def _write_journal(f: h5py.File, ops: list[dict], payloads: list[np.ndarray]) -> None:
+    if JOURNAL in f:
+        del f[JOURNAL]
+    g = f.create_group(JOURNAL)
+    for i, p in enumerate(payloads):
+        if p.dtype.kind in "OU":
+            g.create_dataset(f"p{i}", data=p.astype(object), dtype=h5py.string_dtype())
+        else:
+            g.create_dataset(f"p{i}", data=p)
+    g.attrs["ops"] = json.dumps(ops)
+    g.attrs["complete"] = 1
+
+
+def _apply(f: h5py.File, ops: list[dict], payloads: list[np.ndarray]) -> None:
+    for op in ops:
+        kind = op["op"]
+        if kind == "resize":
+            f[op["path"]].resize(op["n"], axis=0)
+        elif kind == "write":
+            ds = f[op["path"]]
+            values = payloads[op["p"]]
+            start = op["start"]
+            if ds.ndim == 0:
+                ds[()] = values
+                continue
+            end = start + len(values)
+            if ds.shape[0] < end:
+                ds.resize(end, axis=0)
+            if len(values):
+                ds[start:end] = values
+        elif kind == "attr":
+            obj = f[op["path"]]
+            value = op["value"]
+            obj.attrs[op["name"]] = np.asarray(value) if isinstance(value, list) else value
+        elif kind == "delete":
+            if op["path"] in f:
+                del f[op["path"]]
+        elif kind == "replace":
+            src, dst = op["src"], op["dst"]
+            if src in f:
+                if dst in f:
+                    del f[dst]
+                parent = dst.rsplit("/", 1)[0] if "/" in dst else ""
+                if parent:
+                    f.require_group(parent)
+                f.move(src, dst)
+        else:  # pragma: no cover - journals are only written by this module
+            raise ValueError(f"Unknown journal operation {kind!r}")
+
+
+def has_journal(f: h5py.File) -> bool:
+    return JOURNAL in f
+
+
+def recover(f: h5py.File) -> str | None:
+    """Finish or discard an interrupted transaction of a root open for writing.
+
+    Returns ``"redone"``, ``"discarded"`` or None when there was nothing to do; also
+    drops leftover staged objects.
+    """
+    outcome = None
+    if JOURNAL in f:
+        g = f[JOURNAL]
+        if g.attrs.get("complete", 0):
+            ops = json.loads(g.attrs["ops"])
+            payloads = []
+            for i in range(sum(1 for o in ops if o["op"] == "write")):
+                ds = g[f"p{i}"]
+                data = ds[()]
+                if h5py.check_string_dtype(ds.dtype) is not None:
+                    data = np.asarray(ds.asstr()[()], dtype=object)
+                payloads.append(data)
+            _apply(f, ops, payloads)
+            outcome = "redone"
+        else:
+            outcome = "discarded"
+        del f[JOURNAL]
+    if STAGING in f:
+        del f[STAGING]
+        outcome = outcome or "discarded"
+    if outcome:
+        f.flush()
+    return outcome
