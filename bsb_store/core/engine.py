@@ -261,8 +261,8 @@ class HDF5Engine:
 
     def _create(self) -> None:
         st = self._st
+        os.makedirs(os.path.dirname(self._root) or ".", exist_ok=True)
         with st.rlock, st.lock.exclusive():
-            os.makedirs(os.path.dirname(self._root) or ".", exist_ok=True)
             shutil.rmtree(layout.shard_dir(self._root), ignore_errors=True)
             with h5py.File(self._root, "w", locking=False) as f:
                 layout.initialise(f, self._provenance())

@@ -211,3 +211,9 @@ def test_locking_none_mode(tmp_path):
     ps = PlacementSet.create(e, "a")
     ps.append_data((0, 0, 0), np.zeros((2, 3)))
     assert len(ps) == 2
+
+
+def test_create_makes_missing_parent_directories(tmp_path):
+    e = HDF5Engine(tmp_path / "deep" / "er" / "s.h5")
+    e.create()
+    assert e.exists()
