@@ -73,9 +73,19 @@ class _RootState:
         self.merged_own = 0  # own writer's committed rows at the last merge check
         self.columns: dict[str, dict[str, Any]] = {}  # set path -> column specs
         self.columns_gen = -1
+        self.read_cache: dict[Any, Any] = {}
 
     # --------------------------------------------------------------------- handles
+    def cached(self, key: Any, build):
+        """A value derived from the current read handle, rebuilt after it reopens
+        (index tables are parsed once per generation, not once per call)."""
+        value = self.read_cache.get(key)
+        if value is None:
+            value = self.read_cache[key] = build()
+        return value
+
     def close_handle(self) -> None:
+        self.read_cache = {}
         if self.handle is not None:
             with contextlib.suppress(Exception):
                 self.handle.close()
@@ -88,6 +98,7 @@ class _RootState:
         gen = self.lock.read_generation()
         if self.handle is None or gen != self.handle_gen:
             self.close_handle()
+            self.read_cache = {}
             if not os.path.exists(self.path):
                 raise StoreNotFoundError(f"No store at '{self.path}'.", path=self.path)
             self.handle = _open(self.path, "r")

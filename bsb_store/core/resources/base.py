@@ -87,8 +87,8 @@ class ChunkTable:
         keys = group["index/key"][()]
         counts = group["index/count"][()]
         self.width = keys.shape[1]
-        self.keys: list[KeyT] = [tuple(int(v) for v in k) for k in keys]
-        self.counts: list[int] = [int(c) for c in counts]
+        self.keys: list[KeyT] = list(map(tuple, keys.tolist()))
+        self.counts: list[int] = counts.tolist()
         self.rows = {k: i for i, k in enumerate(self.keys)}
         self.columns = read_columns(group)
         self._dirty = False
@@ -149,7 +149,7 @@ class ChunkTable:
             rows = data.get(name)
             if rows is None:
                 rows = _fill(spec, n)
-            txn.stage_rows(_require_ds(chunk, name, spec), start, rows)
+            txn.stage_rows(_require_ds(chunk, name, spec, hint=n), start, rows)
         self.counts[self.rows[key]] = start + n
         self._dirty = True
 
@@ -160,7 +160,7 @@ class ChunkTable:
         for key, n in self.items():
             if n:
                 chunk = self.group[self.chunk_path(key)]
-                txn.stage_rows(_require_ds(chunk, name, spec), 0, _fill(spec, n))
+                txn.stage_rows(_require_ds(chunk, name, spec, hint=n), 0, _fill(spec, n))
 
     def publish(self, txn: Transaction, path: str) -> None:
         """Turn the staged changes into journal operations (whole-table writes)."""
@@ -259,14 +259,17 @@ def _fill(spec: dict[str, Any], n: int) -> np.ndarray:
 
 
 def _create_ds(parent: h5py.Group, name: str, spec: dict[str, Any],
-               data: np.ndarray | None = None) -> h5py.Dataset:
+               data: np.ndarray | None = None, hint: int = 0) -> h5py.Dataset:
     """A growable column dataset with a row-friendly chunk shape (h5py's automatic
-    chunking picks odd shapes such as (512, 2) for (n, 3) data)."""
+    chunking picks odd shapes such as (512, 2) for (n, 3) data). The chunk holds about
+    as many rows as the first write (``hint``), so small chunks of cells do not
+    allocate large HDF5 chunks, capped at 256 KiB."""
     shape = tuple(spec["shape"])
     dtype = np.dtype(spec["dtype"])
     row_bytes = max(1, int(np.prod(shape, dtype=int)) * dtype.itemsize)
-    chunk_rows = max(256, min(65536, (256 * 1024) // row_bytes))
     n = 0 if data is None else len(data)
+    wanted = 1 << max(6, int(max(n, hint, 1) - 1).bit_length())
+    chunk_rows = max(64, min(wanted, (256 * 1024) // row_bytes))
     ds = parent.create_dataset(
         name, (n, *shape), dtype=dtype, maxshape=(None, *shape),
         chunks=(chunk_rows, *shape),
@@ -276,6 +279,7 @@ def _create_ds(parent: h5py.Group, name: str, spec: dict[str, Any],
     return ds
 
 
-def _require_ds(group: h5py.Group, name: str, spec: dict[str, Any]) -> h5py.Dataset:
+def _require_ds(group: h5py.Group, name: str, spec: dict[str, Any],
+                hint: int = 0) -> h5py.Dataset:
     ds = group.get(name)
-    return ds if ds is not None else _create_ds(group, name, spec)
+    return ds if ds is not None else _create_ds(group, name, spec, hint=hint)

@@ -133,6 +133,11 @@ class PlacementSet(ChunkLoader, Resource):
         return g
 
     def _table(self, f: h5py.File) -> ChunkTable:
+        """The set's index; parsed once per root generation for reads."""
+        st = self._engine._st
+        if f is st.handle:
+            return st.cached(("table", self._path),
+                             lambda: ChunkTable(self._group(f), _chunk_path))
         return ChunkTable(self._group(f), _chunk_path)
 
     def _stored_chunk_ids(self) -> list[int]:

@@ -85,7 +85,7 @@ def consolidate(txn: Transaction, shard_dir: str, own: ShardWriter | None,
             dead = not writer_alive(path)
             if hint <= start and not dead:
                 continue
-            calls, committed = _read_foreign(path, start, locking)
+            calls, committed = _read_foreign(path, start, locking, hint)
             if dead and committed is not None:
                 retired.append(path)
         if not calls:
@@ -108,13 +108,17 @@ def consolidate(txn: Transaction, shard_dir: str, own: ShardWriter | None,
     return retired
 
 
-def _read_foreign(path: str, start: int, locking: LockingMode):
+def _read_foreign(path: str, start: int, locking: LockingMode, hint: int):
+    """Read another process's committed calls under its shard's shared lock. The commit
+    record is the count in the shard's lock file; a closed shard also keeps a copy."""
     lock = SidecarLock(shard_paths(path)[0], locking)
     try:
         with lock.shared():
+            committed = max(hint, read_commit_hint(shard_paths(path)[0]))
             try:
                 with h5py.File(path, "r", locking=False) as sf:
-                    return read_calls(sf, start)
+                    committed = max(committed, int(sf["committed"][0]))
+                    return read_calls(sf, start, committed)
             except (OSError, KeyError) as e:
                 # A writer killed before its shard's first flush: nothing committed.
                 warnings.warn(

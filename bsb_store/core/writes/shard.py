@@ -7,10 +7,11 @@ dataset per (resource kind, set, column), and a log table says which rows of whi
 stream belong to which call and chunk. The commit protocol is:
 
 1. take the shard's own sidecar lock (only a consolidator reading this shard contends);
-2. resize and write the data rows and the log rows, then ``flush``;
-3. write the new number of committed log rows into ``/committed``, then ``flush``;
-4. mirror that number into the sidecar lock file (a cheap poll for other processes);
-5. release.
+2. resize and write the data rows and the log rows, then ``flush`` (HDF5 writes them
+   to the operating system: a killed process no longer loses them);
+3. write the new number of committed log rows into the sidecar lock file with one
+   ``pwrite``: that is the commit record;
+4. release.
 
 A reader trusts only committed log rows, so a writer killed at any instant leaves its
 shard with every returned call and no part of the call in flight. A second sidecar,
@@ -107,6 +108,7 @@ class ShardWriter:
         )
         self._file.flush()
         self._streams: dict[tuple[str, ...], int] = {}
+        self._data: dict[int, h5py.Dataset] = {}
         self._seq = 0
         self.committed = 0
         self._pending: list[list[Record]] = []
@@ -161,7 +163,7 @@ class ShardWriter:
                     sid = self._stream_id(r)
                     start = -1
                     if r.rows is not None:
-                        ds = self._file[f"s/{sid}"]
+                        ds = self._data[sid]
                         start = ds.shape[0]
                         ds.resize(start + r.nrows, axis=0)
                         if r.nrows:
@@ -170,8 +172,6 @@ class ShardWriter:
             n = self._log.shape[0]
             self._log.resize(n + len(log_rows), axis=0)
             self._log[n:] = np.asarray(log_rows, dtype=np.int64).reshape(-1, LOG_COLUMNS)
-            self._file.flush()
-            self._committed_ds[0] = n + len(log_rows)
             self._file.flush()
             self.committed = n + len(log_rows)
             os.pwrite(self.lock._file().fileno(), _COUNT.pack(self.committed), 0)
@@ -192,7 +192,7 @@ class ShardWriter:
                     dtype = rows.dtype
                     kw["chunks"] = (max(1, min(65536, 2**20 // max(1, rows[:1].nbytes or 8))),
                                     *rows.shape[1:])
-                self._file.create_dataset(
+                self._data[sid] = self._file.create_dataset(
                     f"s/{sid}", (0, *rows.shape[1:]), dtype=dtype,
                     maxshape=(None, *rows.shape[1:]), **kw,
                 )
@@ -212,6 +212,8 @@ class ShardWriter:
                 return
             with contextlib.suppress(Exception):
                 self._commit_pending()
+            with contextlib.suppress(Exception):  # a copy of the commit record, so the
+                self._committed_ds[0] = self.committed  # shard file describes itself
             self._file.close()
             self.closed = True
             if delete:
@@ -229,6 +231,7 @@ def read_calls(f: h5py.File, start: int, committed: int | None = None) -> tuple[
     """
     if committed is None:
         committed = int(f["committed"][0])
+    committed = min(committed, f["log"].shape[0])
     if committed <= start:
         return [], committed
     log = f["log"][start:committed]

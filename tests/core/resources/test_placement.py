@@ -253,3 +253,10 @@ def test_returned_arrays_are_writable(ps):
     a = ps.load_positions()
     a[0, 0] = 5
     assert ps.load_positions()[0, 0] == 0
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "\ud800", "x\0y", "."])
+def test_invalid_set_names(engine, name):
+    with pytest.raises(InvalidInputError):
+        PlacementSet.create(engine, name)
+    assert PlacementSet.list(engine) == []

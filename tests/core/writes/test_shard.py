@@ -27,7 +27,7 @@ def test_commits_are_visible_to_other_readers(tmp_path):
     w.append([rec(3, key=5)])
     assert read_commit_hint(shard_paths(w.path)[0]) == w.committed == 3
     with h5py.File(w.path, "r", locking=False) as f:
-        calls, committed = read_calls(f, 0)
+        calls, committed = read_calls(f, 0, read_commit_hint(shard_paths(w.path)[0]))
     assert committed == 3 and [c.seq for c in calls] == [1, 2]
     assert calls[0].records[0].rows.shape == (2, 3)
     assert calls[0].records[1].rows is None and calls[0].records[1].nrows == 2
@@ -48,9 +48,11 @@ def test_uncommitted_rows_are_ignored(tmp_path):
     log.resize(log.shape[0] + 1, axis=0)
     log[-1] = [99, 0, 0, 0, 0, 1]
     w._file.flush()
-    calls, committed = read_calls(w._file, 0)
+    calls, committed = read_calls(w._file, 0, read_commit_hint(shard_paths(w.path)[0]))
     assert committed == 1 and [c.seq for c in calls] == [1]
     w.close()
+    with h5py.File(w.path, "r") as f:  # a closed shard keeps a copy of the record
+        assert f["committed"][0] == 1
 
 
 def test_deferred_calls_commit_together(tmp_path):

@@ -1,0 +1,309 @@
+"""``check``: verify a store without changing it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import h5py
+
+from .. import layout
+from ..writes.txn import JOURNAL, STAGING
+from ._common import (
+    ERROR,
+    WARNING,
+    CheckReport,
+    Finding,
+    ProgressFn,
+    _applied,
+    _compact_temps,
+    _int_attr,
+    _open_root,
+    _orphan_sidecars,
+    _quiet,
+    _session,
+    _shards,
+    _ShardState,
+)
+from ._sets import SetChecks
+
+
+class _Checker(SetChecks):
+    """Collects findings and a summary while walking an open root."""
+
+    def __init__(self, f: h5py.File, path: str, progress: ProgressFn):
+        self.f = f
+        self.path = path
+        self.progress = progress
+        self.findings: list[Finding] = []
+        self.summary: dict[str, Any] = {
+            "placement": {},
+            "connectivity": {},
+            "morphologies": 0,
+            "files": 0,
+            "shards": {"total": 0, "live": 0, "dead": 0, "pending_calls": 0},
+        }
+
+    def error(self, code: str, where: str, msg: str, repairable: bool = False) -> None:
+        self.findings.append(Finding(ERROR, code, where, msg, repairable))
+
+    def warn(self, code: str, where: str, msg: str, repairable: bool = False) -> None:
+        self.findings.append(Finding(WARNING, code, where, msg, repairable))
+
+    # ---------------------------------------------------------------- structure
+    def structure(self) -> bool:
+        """Root attributes, required groups and store datasets; False if the store
+        group is too damaged to go on."""
+        f = self.f
+        for name in ("format_version", "written_by", "storage_id", "created_at"):
+            if name not in f.attrs:
+                self.error(
+                    "missing-attribute", "/", f"The root attribute '{name}' is missing."
+                )
+        version = _int_attr(f, "format_version")
+        if "format_version" in f.attrs and (version is None or version < 1):
+            self.error(
+                "format-version",
+                "/",
+                "The root attribute 'format_version' is "
+                f"{f.attrs['format_version']!r}, expected an integer in "
+                f"[1, {layout.FORMAT_VERSION}].",
+            )
+        for g in ("store", *layout.GROUPS):
+            if not isinstance(f.get(g), h5py.Group):
+                self.error(
+                    "missing-group",
+                    f"/{g}",
+                    f"The required group '/{g}' is "
+                    "missing: the file is not a complete bsb-store root.",
+                )
+        if not isinstance(f.get("store"), h5py.Group):
+            return False
+        return self._store_datasets()
+
+    def _store_datasets(self) -> bool:
+        f, ok = self.f, True
+        specs = {"store/state": (1,), "store/chunk_size": (3,)}
+        for p, shape in specs.items():
+            ds = f.get(p)
+            if not isinstance(ds, h5py.Dataset) or ds.shape != shape:
+                got = getattr(ds, "shape", "nothing")
+                self.error(
+                    "store-dataset",
+                    p,
+                    f"'{p}' must be a dataset of shape {shape}, found {got}.",
+                )
+                ok = False
+        names, applied = f.get("store/shards/name"), f.get("store/shards/applied")
+        if not isinstance(names, h5py.Dataset) or not isinstance(applied, h5py.Dataset):
+            self.error(
+                "store-dataset",
+                "store/shards",
+                "The merged-shards table 'store/shards/{name,applied}' is missing.",
+            )
+            return False
+        if names.shape != applied.shape:
+            self.error(
+                "store-dataset",
+                "store/shards",
+                f"The merged-shards table is "
+                f"inconsistent: {names.shape[0]} names but {applied.shape[0]} "
+                "merged counts.",
+            )
+            return False
+        try:
+            json.loads(f["store"].attrs.get("provenance", "{}"))
+        except ValueError:
+            self.error(
+                "provenance",
+                "store",
+                "The provenance attribute of '/store' is not valid JSON.",
+            )
+        return ok
+
+    def transactions(self) -> None:
+        g = self.f.get(JOURNAL)
+        if g is not None:
+            if g.attrs.get("complete", 0):
+                try:
+                    n = len(json.loads(g.attrs["ops"]))
+                except (KeyError, ValueError):
+                    n = "?"
+                self.error(
+                    "journal",
+                    JOURNAL,
+                    f"An interrupted transaction: its journal "
+                    f"of {n} operations is complete but was not fully applied. "
+                    "Readers refuse the store until `bsb-store repair` (or any "
+                    "writable open) redoes it.",
+                    repairable=True,
+                )
+            else:
+                self.error(
+                    "journal",
+                    JOURNAL,
+                    "An incomplete transaction journal (the "
+                    "writer died before publishing): readers refuse the store "
+                    "until `bsb-store repair` discards it.",
+                    repairable=True,
+                )
+        s = self.f.get(STAGING)
+        if s is not None:
+            n = len(s) if isinstance(s, h5py.Group) else 1
+            self.warn(
+                "staging",
+                STAGING,
+                f"{n} staged objects of a transaction that "
+                "never published are left over (unreachable; `bsb-store repair` "
+                "drops them).",
+                repairable=True,
+            )
+
+    # ------------------------------------------------------------------- shards
+    def shards(self, shards: list[_ShardState], applied: dict[str, int]) -> None:
+        s = self.summary["shards"]
+        for sh in shards:
+            s["total"] += 1
+            s["live" if sh.alive else "dead"] += 1
+            who = f"{'live' if sh.alive else 'dead'} writer '{sh.name}'"
+            merged = applied.get(sh.name, 0)
+            if sh.committed is None:
+                self._unreadable(sh, who, merged)
+                continue
+            if sh.committed < merged:
+                self.error(
+                    "shard-behind",
+                    sh.path,
+                    f"The root says {merged} log records "
+                    f"of {who} were merged, but its shard commits only "
+                    f"{sh.committed}: the shard is not the one that was merged.",
+                )
+            elif sh.committed > merged:
+                s["pending_calls"] += sh.pending_calls
+                self._pending(sh, who)
+            elif not sh.alive:
+                self.warn(
+                    "dead-shard",
+                    sh.path,
+                    f"The shard of {who} is fully merged but "
+                    "was not removed; `bsb-store repair` removes it.",
+                    True,
+                )
+            if not sh.alive and sh.log_rows is not None and sh.log_rows > sh.committed:
+                self.warn(
+                    "uncommitted-tail",
+                    sh.path,
+                    f"The shard of {who} holds "
+                    f"{sh.log_rows - sh.committed} uncommitted log records (the "
+                    "call in flight when it died; never visible, dropped by "
+                    "`bsb-store repair`).",
+                    True,
+                )
+
+    def _pending(self, sh: _ShardState, who: str) -> None:
+        text = (
+            f"{sh.pending_calls} committed append calls ({sh.pending_records} log "
+            f"records) of {who} are in its shard but not merged into the root"
+        )
+        if sh.alive:
+            self.warn(
+                "pending-live",
+                sh.path,
+                text + " (merged at the next read or when the writer closes).",
+            )
+        else:
+            self.error(
+                "pending-dead",
+                sh.path,
+                text + ": the root file alone lacks "
+                "them. `bsb-store repair` (or any writable open) merges them.",
+                True,
+            )
+
+    def _unreadable(self, sh: _ShardState, who: str, merged: int) -> None:
+        if sh.alive:
+            self.warn(
+                "shard-unreadable",
+                sh.path,
+                f"The shard of {who} cannot be read yet (the writer is starting).",
+            )
+        elif sh.hint > merged:
+            self.error(
+                "shard-lost",
+                sh.path,
+                f"The shard of {who} cannot be read, but it "
+                f"committed {sh.hint - merged} log records the root lacks: they "
+                "are lost.",
+            )
+        else:
+            self.warn(
+                "shard-unreadable",
+                sh.path,
+                f"The shard of {who} cannot be read "
+                "and holds nothing committed (it died while starting); "
+                "`bsb-store repair` removes it.",
+                True,
+            )
+
+    def leftover_files(self) -> None:
+        for p in _compact_temps(self.path):
+            self.warn(
+                "compact-temp",
+                p,
+                "A temporary file of an interrupted "
+                "`bsb-store compact` is left over; `bsb-store repair` removes it.",
+                True,
+            )
+        for p in _orphan_sidecars(self.path):
+            self.warn(
+                "orphan-sidecar",
+                p,
+                "A lock file of a dead writer without its "
+                "shard; `bsb-store repair` removes it.",
+                True,
+            )
+
+    def run(self, shards_of: Callable[[h5py.File], list[_ShardState]]) -> None:
+        f = self.f
+        if not self.structure():
+            self.leftover_files()
+            return
+        self.transactions()
+        for group, fn in (
+            ("placement", self.placement),
+            ("connectivity", self.connectivity),
+        ):
+            if isinstance(f.get(group), h5py.Group):
+                for name in self.progress(sorted(f[group]), f"{group} sets", None):
+                    fn(name)
+        if isinstance(f.get("morphologies"), h5py.Group):
+            self.morphologies()
+        if isinstance(f.get("files"), h5py.Group):
+            self.files()
+        self.shards(shards_of(f), _applied(f))
+        self.leftover_files()
+
+
+def check(
+    root: str | os.PathLike,
+    *,
+    locking: str | None = None,
+    progress: ProgressFn | None = None,
+) -> CheckReport:
+    """Verify a store without changing it (see the module docstring).
+
+    :raises StoreNotFoundError: no file at ``root``.
+    :raises NotAStoreError: ``root`` is not a bsb-store file (empty, foreign, truncated).
+    :raises FormatVersionError: written by a newer format version.
+    :raises LockTimeoutError: another process held the store's lock too long.
+    """
+    with _session(root, locking, exclusive=False) as (path, st, _):
+        f = _open_root(path, "r")
+        try:
+            c = _Checker(f, path, progress or _quiet)
+            c.run(lambda f: _shards(f, path, st))
+        finally:
+            f.close()
+    return CheckReport(path, c.findings, c.summary)

@@ -1,0 +1,326 @@
+"""Shared pieces of the maintenance functions: reports, opening a root under its lock,
+and reading shards without merging them."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ...exceptions import FormatVersionError, NotAStoreError, StoreNotFoundError
+from .. import layout
+from ..engine import HDF5Engine, _open, _RootState
+from ..locking import SidecarLock
+from ..writes.shard import (
+    list_shards,
+    read_commit_hint,
+    shard_paths,
+    writer_alive,
+)
+
+#: ``progress(items, description, total)`` wraps an iterable to report progress.
+ProgressFn = Callable[[Iterable[Any], str, int | None], Iterable[Any]]
+ERROR, WARNING = "error", "warning"
+_SAMPLES = 5  # example paths or values quoted per finding
+
+
+def _quiet(items: Iterable[Any], _desc: str, _total: int | None) -> Iterable[Any]:
+    return items
+
+
+# ------------------------------------------------------------------------ reports
+@dataclass(frozen=True)
+class Finding:
+    """One problem found by :func:`check`.
+
+    :param severity: ``"error"`` or ``"warning"``.
+    :param code: a stable short name of the kind of problem (e.g. ``"missing-dataset"``).
+    :param path: the HDF5 path, or the file, it concerns.
+    :param message: what is wrong, with the numbers involved and what to do.
+    :param repairable: whether :func:`repair` fixes it.
+    """
+
+    severity: str
+    code: str
+    path: str
+    message: str
+    repairable: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "path": self.path,
+            "message": self.message,
+            "repairable": self.repairable,
+        }
+
+
+@dataclass
+class CheckReport:
+    """Everything :func:`check` found, plus a summary of what the store holds."""
+
+    root: str
+    findings: list[Finding] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == WARNING]
+
+    @property
+    def ok(self) -> bool:
+        """No errors (warnings allowed)."""
+        return not self.errors
+
+    @property
+    def repairable(self) -> list[Finding]:
+        return [f for f in self.findings if f.repairable]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "ok": self.ok,
+            "errors": [f.to_dict() for f in self.errors],
+            "warnings": [f.to_dict() for f in self.warnings],
+            "summary": self.summary,
+        }
+
+
+@dataclass
+class RepairReport:
+    """What :func:`repair` did, and the :func:`check` of the store afterwards."""
+
+    root: str
+    actions: list[str]
+    after: CheckReport
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+    @property
+    def ok(self) -> bool:
+        return self.after.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "ok": self.ok,
+            "changed": self.changed,
+            "actions": self.actions,
+            "remaining_errors": [f.to_dict() for f in self.after.errors],
+            "remaining_warnings": [f.to_dict() for f in self.after.warnings],
+        }
+
+
+@dataclass
+class CompactReport:
+    """Sizes before and after :func:`compact`; ``refused`` says why nothing was done."""
+
+    root: str
+    target: str
+    bytes_before: int
+    bytes_after: int
+    merged: list[str] = field(default_factory=list)
+    refused: str | None = None
+    errors: list[Finding] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "target": self.target,
+            "bytes_before": self.bytes_before,
+            "bytes_after": self.bytes_after,
+            "merged": self.merged,
+            "refused": self.refused,
+            "errors": [f.to_dict() for f in self.errors],
+        }
+
+
+# ------------------------------------------------------------------------ opening
+def _abspath(root: str | os.PathLike) -> str:
+    return os.path.abspath(os.fspath(root))
+
+
+def _precheck(path: str) -> None:
+    """Refuse what cannot be a root before any lock file is created next to it."""
+    if os.path.isdir(path):
+        raise NotAStoreError(
+            f"'{path}' is a directory; a bsb-store root is one HDF5 file.", path=path
+        )
+    if not os.path.exists(path):
+        raise StoreNotFoundError(f"No store at '{path}'.", path=path)
+    if not layout.is_hdf5(path):
+        raise NotAStoreError(
+            f"'{path}' is not a bsb-store file: not an HDF5 file (empty, foreign or "
+            "damaged).",
+            path=path,
+        )
+
+
+def _open_root(path: str, mode: str) -> h5py.File:
+    """The root opened in ``mode``, after checking it is a store this version reads."""
+    f = _open(path, mode)
+    try:
+        if f.attrs.get("bsb_store_format") != layout.FORMAT_NAME:
+            raise NotAStoreError(
+                f"'{path}' is an HDF5 file but not a bsb-store file (no "
+                f"bsb_store_format='{layout.FORMAT_NAME}' attribute).",
+                path=path,
+            )
+        version = _int_attr(f, "format_version")
+        if version is not None and version > layout.FORMAT_VERSION:
+            raise FormatVersionError(
+                f"'{path}' uses bsb-store format version {version}; this bsb-store "
+                f"reads up to version {layout.FORMAT_VERSION}. Upgrade bsb-store.",
+                path=path,
+                version=version,
+            )
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _int_attr(obj: h5py.HLObject, name: str) -> int | None:
+    try:
+        return int(obj.attrs[name])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _session(
+    root: str | os.PathLike, locking: str | None, exclusive: bool
+) -> Iterator[tuple[str, _RootState, HDF5Engine]]:
+    """Hold the root lock (shared or exclusive) of a path that may be a store.
+
+    The process's cached read handle is closed first (an ``r+`` open would clash with
+    it). If the file turns out not to be a store, a lock file we created is removed.
+    """
+    path = _abspath(root)
+    _precheck(path)
+    lock_file = layout.lock_path(path)
+    created = not os.path.exists(lock_file)
+    engine = HDF5Engine(path, locking=locking)
+    st = engine._st
+    try:
+        with st.rlock:
+            hold = st.lock.exclusive() if exclusive else st.lock.shared()
+            with hold:
+                st.close_handle()
+                yield path, st, engine
+    except (NotAStoreError, FormatVersionError):
+        if created:
+            st.lock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(lock_file)
+        raise
+
+
+# -------------------------------------------------------------------------- shards
+@dataclass
+class _ShardState:
+    """What a shard holds, read under its own shared lock (None fields: unreadable)."""
+
+    path: str
+    name: str
+    alive: bool
+    hint: int
+    committed: int | None = None
+    log_rows: int | None = None
+    pending_calls: int = 0
+    pending_records: int = 0
+
+
+def _read_shard(path: str, start: int, own: Any, locking: str) -> _ShardState:
+    name = os.path.basename(path)[: -len(".h5")]
+    if own is not None and not own.closed and own.name == name:
+        log = own._file["log"]
+        return _shard_numbers(
+            _ShardState(path, name, True, own.committed), log, own.committed, start
+        )
+    state = _ShardState(
+        path, name, writer_alive(path), read_commit_hint(shard_paths(path)[0])
+    )
+    lock = SidecarLock(shard_paths(path)[0], locking)  # type: ignore[arg-type]
+    try:
+        with lock.shared(), h5py.File(path, "r", locking=False) as sf:
+            return _shard_numbers(state, sf["log"], int(sf["committed"][0]), start)
+    except (OSError, KeyError, ValueError):
+        return state
+    finally:
+        lock.close()
+
+
+def _shard_numbers(
+    state: _ShardState, log: h5py.Dataset, committed: int, start: int
+) -> _ShardState:
+    state.committed = committed
+    state.log_rows = int(log.shape[0])
+    if committed > start:
+        seqs = log[start:committed, 0]
+        state.pending_calls = len(np.unique(seqs))
+        state.pending_records = committed - start
+    return state
+
+
+def _applied(f: h5py.File) -> dict[str, int]:
+    names = f["store/shards/name"].asstr()[()]
+    return {str(n): int(a) for n, a in zip(names, f["store/shards/applied"][()])}
+
+
+def _shards(f: h5py.File, path: str, st: _RootState) -> list[_ShardState]:
+    applied = _applied(f)
+    return [
+        _read_shard(p, applied.get(os.path.basename(p)[:-3], 0), st.writer, st.locking)
+        for p in list_shards(layout.shard_dir(path))
+    ]
+
+
+def _orphan_sidecars(path: str) -> list[str]:
+    """Shard lock/alive files without their shard whose writer is gone."""
+    sdir = layout.shard_dir(path)
+    try:
+        names = os.listdir(sdir)
+    except FileNotFoundError:
+        return []
+    out = []
+    for n in sorted(names):
+        base, ext = os.path.splitext(n)
+        if ext in (".lock", ".alive") and base + ".h5" not in names:
+            p = os.path.join(sdir, n)
+            if not writer_alive(os.path.join(sdir, base + ".h5")):
+                out.append(p)
+    return out
+
+
+def _compact_temps(path: str) -> list[str]:
+    return sorted(glob.glob(glob.escape(path) + ".compact-*.tmp"))
+
+
+# --------------------------------------------------------------------------- check
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _sample(items: list[Any]) -> str:
+    text = ", ".join(str(x) for x in items[:_SAMPLES])
+    return text + (
+        f" (and {len(items) - _SAMPLES} more)" if len(items) > _SAMPLES else ""
+    )
