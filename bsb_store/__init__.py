@@ -14,8 +14,8 @@ the declarative HDF5 format layer in :mod:`bsb_store.h5`.
 
 __version__ = "0.1.0"
 
-from . import exceptions  # noqa: E402
-from .core import (  # noqa: E402
+from . import exceptions
+from .core import (
     Chunk,
     ConnectivitySet,
     FileStore,

@@ -28,13 +28,21 @@ def build(root: str) -> HDF5Engine:
         for y in range(2):
             chunk = Chunk((x, y, 0), size)
             origin = np.array([x, y, 0]) * size
-            granule.append_data(chunk, origin + rng.random((250, 3)) * size,
-                                additional={"volume": rng.random(250)})
-            golgi.append_data(chunk, origin + rng.random((5, 3)) * size,
-                              rotations=rng.random((5, 3)) * 360,
-                              morphologies=(np.zeros(5, int), ["golgi"]))
-    granule.label(["near_origin"], np.flatnonzero(
-        np.linalg.norm(granule.load_positions(), axis=1) < 50))
+            granule.append_data(
+                chunk,
+                origin + rng.random((250, 3)) * size,
+                additional={"volume": rng.random(250)},
+            )
+            golgi.append_data(
+                chunk,
+                origin + rng.random((5, 3)) * size,
+                rotations=rng.random((5, 3)) * 360,
+                morphologies=(np.zeros(5, int), ["golgi"]),
+            )
+    granule.label(
+        ["near_origin"],
+        np.flatnonzero(np.linalg.norm(granule.load_positions(), axis=1) < 50),
+    )
     cs = ConnectivitySet.require(engine, "granule_cell", "golgi_cell")
     pre = rng.integers(0, len(granule), 2000)
     post = rng.integers(0, len(golgi), 2000)
@@ -47,15 +55,21 @@ def report(engine: HDF5Engine) -> None:
     print(f"store {engine.root}  storage_id={engine.storage_id} state={engine.state_id}")
     for name in PlacementSet.list(engine):
         ps = PlacementSet(engine, name)
-        print(f"  placement {name:13s} {len(ps):5d} cells in "
-              f"{len(ps.get_all_chunks())} chunks")
+        print(
+            f"  placement {name:13s} {len(ps):5d} cells in "
+            f"{len(ps.get_all_chunks())} chunks"
+        )
     for tag in ConnectivitySet.get_tags(engine):
         cs = ConnectivitySet(engine, tag)
-        print(f"  connectivity {tag}: {len(cs)} connections, "
-              f"{len(cs.get_local_chunks('out'))} presynaptic chunks")
+        print(
+            f"  connectivity {tag}: {len(cs)} connections, "
+            f"{len(cs.get_local_chunks('out'))} presynaptic chunks"
+        )
     labelled = PlacementSet(engine, "granule_cell").get_labelled(["near_origin"])
     print(f"  {len(labelled)} granule cells labelled near_origin")
-    print(f"  morphologies: {engine.morphologies.list()}  files: {list(engine.files.all())}")
+    print(
+        f"  morphologies: {engine.morphologies.list()}  files: {list(engine.files.all())}"
+    )
     stats = engine.get_chunk_stats()
     print(f"  chunk stats: {stats}")
 

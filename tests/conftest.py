@@ -10,8 +10,11 @@ import pytest
 
 
 def _world():
-    if not os.environ.get("BSB_STORE_TEST_MPI") and "PMI_RANK" not in os.environ \
-            and "OMPI_COMM_WORLD_RANK" not in os.environ:
+    if (
+        not os.environ.get("BSB_STORE_TEST_MPI")
+        and "PMI_RANK" not in os.environ
+        and "OMPI_COMM_WORLD_RANK" not in os.environ
+    ):
         return None
     try:
         from mpi4py import MPI

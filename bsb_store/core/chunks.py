@@ -31,7 +31,9 @@ class Chunk:
 
     __slots__ = ("_coords", "_id", "_size")
 
-    def __init__(self, coords: Iterable[int], size: Iterable[float] | float | None = None):
+    def __init__(
+        self, coords: Iterable[int], size: Iterable[float] | float | None = None
+    ):
         try:
             values = [int(c) for c in coords]
             exact = all(float(c) == int(c) for c in coords)

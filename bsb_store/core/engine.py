@@ -177,11 +177,13 @@ class HDF5Engine:
         (then only one process may use the store). Defaults to ``BSB_STORE_LOCKING``.
     """
 
-    def __init__(self, root: str | os.PathLike, comm: Any = None, *,
-                 locking: str | None = None):
+    def __init__(
+        self, root: str | os.PathLike, comm: Any = None, *, locking: str | None = None
+    ):
         self._comm = make_comm(comm)
-        path = self._comm.bcast(os.path.abspath(os.fspath(root)) if self._comm.rank == 0
-                                else None)
+        path = self._comm.bcast(
+            os.path.abspath(os.fspath(root)) if self._comm.rank == 0 else None
+        )
         self._locking = parse_locking(locking)
         self._set_root(path)
         self._readonly = False
@@ -438,9 +440,15 @@ class HDF5Engine:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[h5py.File]:
-        """An open root for reading, with every returned append merged in."""
+        """An open root for reading, with every returned append merged in. A writable
+        engine that finds an interrupted transaction finishes it first."""
         st = self._st
-        self._sync()
+        try:
+            self._sync()
+        except RecoveryNeededError:
+            if self._readonly:
+                raise
+            self._merge_all()  # opens the root writable, which recovers the journal
         with st.rlock, st.lock.shared():
             yield st.read_handle()
 
@@ -546,7 +554,9 @@ class HDF5Engine:
                 with st.lock.shared():
                     f = st.read_handle()
                     st.columns[path] = (
-                        json.loads(f[path].attrs.get("columns", "{}")) if path in f else {}
+                        json.loads(f[path].attrs.get("columns", "{}"))
+                        if path in f
+                        else {}
                     )
             return st.columns[path]
 

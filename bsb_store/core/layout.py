@@ -67,8 +67,9 @@ def initialise(f: h5py.File, provenance: dict[str, Any]) -> None:
     f.attrs["created_at"] = provenance.get("created_at") or now_iso()
     f.attrs["storage_id"] = storage_id
     store = f.create_group("store")
-    store.attrs["provenance"] = json.dumps({**provenance, "storage_id": storage_id},
-                                           default=str)
+    store.attrs["provenance"] = json.dumps(
+        {**provenance, "storage_id": storage_id}, default=str
+    )
     store.create_dataset("state", data=np.zeros(1, np.int64))
     store.create_dataset("chunk_size", data=np.full(3, np.nan))
     shards = store.create_group("shards")

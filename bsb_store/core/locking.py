@@ -125,7 +125,9 @@ class SidecarLock:
             self._level = level
             return
         flags = portalocker.LockFlags.NON_BLOCKING | (
-            portalocker.LockFlags.EXCLUSIVE if level == 2 else portalocker.LockFlags.SHARED
+            portalocker.LockFlags.EXCLUSIVE
+            if level == 2
+            else portalocker.LockFlags.SHARED
         )
         fh = self._file()
         deadline = time.monotonic() + timeout

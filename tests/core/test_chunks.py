@@ -13,8 +13,13 @@ coord = st.integers(-(2**15), 2**15 - 1)
 
 @pytest.mark.parametrize(
     ("coords", "expected"),
-    [((0, 0, 0), 0), ((1, 0, 0), 1), ((0, 1, 0), 65536), ((0, 0, 1), 4294967296),
-     ((-1, 0, 0), 65535)],
+    [
+        ((0, 0, 0), 0),
+        ((1, 0, 0), 1),
+        ((0, 1, 0), 65536),
+        ((0, 0, 1), 4294967296),
+        ((-1, 0, 0), 65535),
+    ],
 )
 def test_id_packing_matches_bsb(coords, expected):
     assert Chunk(coords).id == expected
@@ -27,8 +32,9 @@ def test_id_roundtrip(x, y, z):
     assert 0 <= c.id < 2**48
 
 
-@pytest.mark.parametrize("bad", [(2**15, 0, 0), (0, -(2**15) - 1, 0), (0, 0), (1.5, 0, 0),
-                                 "abc"])
+@pytest.mark.parametrize(
+    "bad", [(2**15, 0, 0), (0, -(2**15) - 1, 0), (0, 0), (1.5, 0, 0), "abc"]
+)
 def test_bad_coordinates_raise(bad):
     with pytest.raises(ChunkError):
         Chunk(bad)

@@ -20,7 +20,9 @@ WORKERS = os.path.join(os.path.dirname(__file__), "workers.py")
 def spawn(root, worker, n):
     return subprocess.Popen(
         [sys.executable, WORKERS, "append", str(root), str(worker), str(n)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -31,7 +33,7 @@ def test_two_processes_append_to_one_set_without_loss(tmp_path):
     PlacementSet.create(e, "cells")
     procs = [spawn(e.root, w, 60) for w in (1, 2)]
     for p in procs:
-        out, err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
     pos = PlacementSet(e, "cells").load_positions()
     for w in (1, 2):

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -123,11 +124,11 @@ def test_newer_format_version_is_refused(tmp_path):
     _STATES.clear()
     with h5py.File(e.root, "a") as f:
         f.attrs["format_version"] = 99
-    before = open(e.root, "rb").read()
+    before = Path(e.root).read_bytes()
     e = HDF5Engine(e.root)
     with pytest.raises(FormatVersionError, match="version 99"):
         PlacementSet.exists(e, "a")
-    assert open(e.root, "rb").read() == before
+    assert Path(e.root).read_bytes() == before
 
 
 def test_missing_root(tmp_path):
@@ -183,14 +184,19 @@ def test_lock_timeout_gives_a_clear_error(tmp_path):
     e = HDF5Engine(tmp_path / "a.h5", locking="flock")
     e.create()
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import portalocker, sys, time
-            fh = open({e.root + '.lock'!r}, 'r+b')
+            fh = open({e.root + ".lock"!r}, 'r+b')
             portalocker.lock(fh, portalocker.LockFlags.EXCLUSIVE)
             print('locked', flush=True)
             time.sleep(30)
-        """)],
-        stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -217,3 +223,25 @@ def test_create_makes_missing_parent_directories(tmp_path):
     e = HDF5Engine(tmp_path / "deep" / "er" / "s.h5")
     e.create()
     assert e.exists()
+
+
+def test_interrupted_transaction_is_finished_by_the_next_reader(tmp_path):
+    from bsb_store.core.writes import txn as txnmod
+    from bsb_store.exceptions import RecoveryNeededError
+
+    e = HDF5Engine(tmp_path / "a.h5")
+    e.create()
+    PlacementSet.create(e, "a").append_data((0, 0, 0), np.zeros((2, 3)))
+    assert len(PlacementSet(e, "a")) == 2
+    e.close()
+    # A writer died after journaling "drop every chunk of set a" but before applying it.
+    with h5py.File(e.root, "a") as f:
+        txn = txnmod.Transaction(f)
+        txn.resize("placement/a/index/key", 0)
+        txn.resize("placement/a/index/count", 0)
+        txnmod._write_journal(f, txn._ops, txn._payloads)
+    _STATES.clear()
+    ro = HDF5Engine(e.root)
+    with ro.read_only(), pytest.raises(RecoveryNeededError, match="interrupted"):
+        len(PlacementSet(ro, "a"))
+    assert len(PlacementSet(HDF5Engine(e.root), "a")) == 0  # redone, then read

@@ -16,7 +16,9 @@ import numpy as np
 
 def rows(worker: int, i: int) -> np.ndarray:
     n = i % 4 + 1
-    return np.column_stack([np.full(n, worker), np.full(n, i), np.arange(n)]).astype(float)
+    return np.column_stack([np.full(n, worker), np.full(n, i), np.arange(n)]).astype(
+        float
+    )
 
 
 def append(root: str, worker: int, n: int, connect: bool = False) -> None:

@@ -128,8 +128,14 @@ class ChunkTable:
             self._dirty = True
         self.group.require_group(self.chunk_path(key))
 
-    def append(self, txn: Transaction, key: KeyT, n: int, data: dict[str, np.ndarray],
-               fills: dict[str, float]) -> None:
+    def append(
+        self,
+        txn: Transaction,
+        key: KeyT,
+        n: int,
+        data: dict[str, np.ndarray],
+        fills: dict[str, float],
+    ) -> None:
         """Stage ``n`` rows for chunk ``key``: the given columns, and fill rows for the
         set's other columns. New columns are registered (and back-filled elsewhere)."""
         if n:
@@ -177,16 +183,33 @@ class ChunkTable:
         self._dirty = False
         self._new_columns = {}
 
-    def register(self, txn: Transaction, path: str, name: str, dtype: str,
-                 shape: tuple[int, ...], fill: float) -> None:
+    def register(
+        self,
+        txn: Transaction,
+        path: str,
+        name: str,
+        dtype: str,
+        shape: tuple[int, ...],
+        fill: float,
+    ) -> None:
         """Declare a column (back-filling existing chunks) and publish it."""
         if name not in self.columns:
-            self._add_column(txn, name, {"dtype": np.dtype(dtype).str,
-                                         "shape": list(shape), "fill": fill})
+            self._add_column(
+                txn,
+                name,
+                {"dtype": np.dtype(dtype).str, "shape": list(shape), "fill": fill},
+            )
             self.publish(txn, path)
 
-    def overwrite(self, txn: Transaction, path: str, key: KeyT, name: str,
-                  rows: np.ndarray, fill: float = 0) -> None:
+    def overwrite(
+        self,
+        txn: Transaction,
+        path: str,
+        key: KeyT,
+        name: str,
+        rows: np.ndarray,
+        fill: float = 0,
+    ) -> None:
         """Replace column ``name`` of chunk ``key`` with ``rows`` (exactly ``count``
         rows), staged as a new dataset and swapped in on publish."""
         spec = self.columns.get(name)
@@ -203,7 +226,9 @@ class ChunkTable:
         else:
             check_column(spec, np.asarray(rows), name)
         staged = txn.staging_path()
-        _create_ds(txn.file, staged, spec, np.asarray(rows, dtype=np.dtype(spec["dtype"])))
+        _create_ds(
+            txn.file, staged, spec, np.asarray(rows, dtype=np.dtype(spec["dtype"]))
+        )
         txn.replace(staged, f"{path}/{self.chunk_path(key)}/{name}")
         self.publish(txn, path)
 
@@ -222,8 +247,9 @@ class ChunkTable:
             txn.delete(f"{path}/{self.chunk_path(key)}")
 
 
-def check_append(engine: HDF5Engine, path: str, columns: dict[str, np.ndarray],
-                 fills: dict[str, float]) -> None:
+def check_append(
+    engine: HDF5Engine, path: str, columns: dict[str, np.ndarray], fills: dict[str, float]
+) -> None:
     """Validate an append's columns against the set's columns (as last published, plus
     those this process introduced in appends not merged yet), so that a bad call raises
     at once instead of at merge time."""
@@ -258,8 +284,13 @@ def _fill(spec: dict[str, Any], n: int) -> np.ndarray:
     return np.full((n, *spec["shape"]), spec["fill"], dtype=np.dtype(spec["dtype"]))
 
 
-def _create_ds(parent: h5py.Group, name: str, spec: dict[str, Any],
-               data: np.ndarray | None = None, hint: int = 0) -> h5py.Dataset:
+def _create_ds(
+    parent: h5py.Group,
+    name: str,
+    spec: dict[str, Any],
+    data: np.ndarray | None = None,
+    hint: int = 0,
+) -> h5py.Dataset:
     """A growable column dataset with a row-friendly chunk shape (h5py's automatic
     chunking picks odd shapes such as (512, 2) for (n, 3) data). The chunk holds about
     as many rows as the first write (``hint``), so small chunks of cells do not
@@ -271,7 +302,10 @@ def _create_ds(parent: h5py.Group, name: str, spec: dict[str, Any],
     wanted = 1 << max(6, int(max(n, hint, 1) - 1).bit_length())
     chunk_rows = max(64, min(wanted, (256 * 1024) // row_bytes))
     ds = parent.create_dataset(
-        name, (n, *shape), dtype=dtype, maxshape=(None, *shape),
+        name,
+        (n, *shape),
+        dtype=dtype,
+        maxshape=(None, *shape),
         chunks=(chunk_rows, *shape),
     )
     if n:
@@ -279,7 +313,8 @@ def _create_ds(parent: h5py.Group, name: str, spec: dict[str, Any],
     return ds
 
 
-def _require_ds(group: h5py.Group, name: str, spec: dict[str, Any],
-                hint: int = 0) -> h5py.Dataset:
+def _require_ds(
+    group: h5py.Group, name: str, spec: dict[str, Any], hint: int = 0
+) -> h5py.Dataset:
     ds = group.get(name)
     return ds if ds is not None else _create_ds(group, name, spec, hint=hint)

@@ -53,8 +53,9 @@ class LabelSets:
         self.sets[new] = labels
         return new
 
-    def apply(self, values: np.ndarray, targets: np.ndarray, labels: list[str],
-              add: bool) -> np.ndarray:
+    def apply(
+        self, values: np.ndarray, targets: np.ndarray, labels: list[str], add: bool
+    ) -> np.ndarray:
         """New per-cell values after adding/removing ``labels`` on cells ``targets``
         (indices into ``values``, visited in ascending order)."""
         out = np.array(values, dtype=np.int64, copy=True)

@@ -18,13 +18,13 @@ import numpy as np
 
 from ...exceptions import (
     DatasetExistsError,
-    DtypeError,
     DatasetNotFoundError,
+    DtypeError,
     InvalidInputError,
     LabellingError,
     ShapeError,
 )
-from ..chunks import ChunkLoader, ChunkedCollection, ChunkedProperty, to_chunk
+from ..chunks import ChunkedCollection, ChunkedProperty, ChunkLoader, to_chunk
 from ..writes import consolidate as merge
 from ..writes.shard import Call, Record
 from ..writes.txn import Transaction
@@ -92,7 +92,8 @@ class PlacementSet(ChunkLoader, Resource):
         with engine._write() as txn:
             if f"{GROUP}/{name}" in txn.file:
                 raise DatasetExistsError(
-                    f"Placement set '{name}' already exists in '{engine.root}'.", name=name
+                    f"Placement set '{name}' already exists in '{engine.root}'.",
+                    name=name,
                 )
             _stage_new_set(txn, name)
         return cls(engine, name)
@@ -117,9 +118,11 @@ class PlacementSet(ChunkLoader, Resource):
         """Remove every cell, or only the cells of ``chunks`` (their chunks disappear)."""
         with self._engine._write() as txn:
             table = self._table(txn.file)
-            keys = list(table.keys) if chunks is None else [
-                (to_chunk(c).id,) for c in chunks
-            ]
+            keys = (
+                list(table.keys)
+                if chunks is None
+                else [(to_chunk(c).id,) for c in chunks]
+            )
             table.drop(txn, self._path, keys)
 
     # ------------------------------------------------------------------- reading
@@ -136,8 +139,9 @@ class PlacementSet(ChunkLoader, Resource):
         """The set's index; parsed once per root generation for reads."""
         st = self._engine._st
         if f is st.handle:
-            return st.cached(("table", self._path),
-                             lambda: ChunkTable(self._group(f), _chunk_path))
+            return st.cached(
+                ("table", self._path), lambda: ChunkTable(self._group(f), _chunk_path)
+            )
         return ChunkTable(self._group(f), _chunk_path)
 
     def _stored_chunk_ids(self) -> list[int]:
@@ -153,8 +157,9 @@ class PlacementSet(ChunkLoader, Resource):
         keys = [(c,) for c in self._view_chunk_ids([k[0] for k in table.keys])]
         mask = None
         if labels and self._label_filter is not None:
-            mask = self._label_sets(f).mask(self._read_labels(table, keys),
-                                            self._label_filter)
+            mask = self._label_sets(f).mask(
+                self._read_labels(table, keys), self._label_filter
+            )
         return table, keys, mask
 
     def _read_labels(self, table: ChunkTable, keys: Sequence[KeyT]) -> np.ndarray:
@@ -174,8 +179,13 @@ class PlacementSet(ChunkLoader, Resource):
                     raise DatasetNotFoundError(missing, name=self._name)
                 spec = {POSITION.name: POSITION, ROTATION.name: ROTATION}.get(column)
                 shape = spec.shape if spec else ()
-                return np.empty((0, *shape)) if not n else np.full(
-                    (n, *shape), np.nan)[mask if mask is not None else slice(None)]
+                return (
+                    np.empty((0, *shape))
+                    if not n
+                    else np.full((n, *shape), np.nan)[
+                        mask if mask is not None else slice(None)
+                    ]
+                )
             data = table.read(keys, column)
         return data if mask is None else data[mask]
 
@@ -199,9 +209,7 @@ class PlacementSet(ChunkLoader, Resource):
         )
 
     def load_rotations(self) -> np.ndarray:
-        return self._load_column(
-            ROTATION.name, "No rotation data available."
-        )
+        return self._load_column(ROTATION.name, "No rotation data available.")
 
     def load_morphology_indices(self) -> tuple[np.ndarray, list[str]]:
         """Per-cell index into the returned morphology names (-1: none)."""
@@ -220,7 +228,9 @@ class PlacementSet(ChunkLoader, Resource):
         with self._engine._read() as f:
             return column in self._table(f).columns
 
-    def load_additional(self, key: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
+    def load_additional(
+        self, key: str | None = None
+    ) -> np.ndarray | dict[str, np.ndarray]:
         """One additional column, or all of them as a dict (chunk and label filtered)."""
         if key is not None:
             if not self.has_column(_additional_column(key)):
@@ -245,11 +255,15 @@ class PlacementSet(ChunkLoader, Resource):
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         with self._engine._read() as f:
             table = self._table(f)
-            view = _global_ids(table, [(c,) for c in
-                                       self._view_chunk_ids([k[0] for k in table.keys])])
+            view = _global_ids(
+                table, [(c,) for c in self._view_chunk_ids([k[0] for k in table.keys])]
+            )
         local = np.searchsorted(view, ids)
-        inside = (local < len(view)) & (view[np.minimum(local, len(view) - 1)] == ids) \
-            if len(view) else np.zeros(len(ids), bool)
+        inside = (
+            (local < len(view)) & (view[np.minimum(local, len(view) - 1)] == ids)
+            if len(view)
+            else np.zeros(len(ids), bool)
+        )
         return local[inside].astype(np.int64)
 
     # ------------------------------------------------------------------- labels
@@ -359,14 +373,22 @@ class PlacementSet(ChunkLoader, Resource):
         stream = ("P", self._name)
         records.append(Record((*stream, "count"), c.id, 0, None, n))
         if names:
-            records.append(Record((*stream, "morphology_names"), c.id, 0,
-                                  np.asarray(names, dtype=object), len(names)))
+            records.append(
+                Record(
+                    (*stream, "morphology_names"),
+                    c.id,
+                    0,
+                    np.asarray(names, dtype=object),
+                    len(names),
+                )
+            )
         for col, rows in columns.items():
             records.append(Record((*stream, col), c.id, 0, rows, n))
         self._engine._append(records)
 
-    def append_entities(self, chunk: Any, count: int,
-                        additional: Mapping[str, Any] | None = None) -> None:
+    def append_entities(
+        self, chunk: Any, count: int, additional: Mapping[str, Any] | None = None
+    ) -> None:
         """Append ``count`` cells without positions (entities)."""
         self.append_data(chunk, count=count, additional=additional)
 
@@ -401,7 +423,9 @@ def _stage_new_set(txn: Transaction, name: str) -> None:
     g = txn.file.create_group(staged)
     create_index(g, 1)
     g.create_group("chunks")
-    g.create_dataset("morphology_names", (0,), dtype=h5py.string_dtype(), maxshape=(None,))
+    g.create_dataset(
+        "morphology_names", (0,), dtype=h5py.string_dtype(), maxshape=(None,)
+    )
     g.attrs["name"] = name
     g.attrs["labelsets"] = LabelSets().encode()
     txn.replace(staged, f"{GROUP}/{name}")
@@ -414,8 +438,9 @@ def _global_ids(table: ChunkTable, keys: Sequence[KeyT]) -> np.ndarray:
     for key in sorted(table.keys):
         offsets[key] = total
         total += table.count(key)
-    parts = [np.arange(offsets[k], offsets[k] + table.count(k)) for k in keys
-             if k in offsets]
+    parts = [
+        np.arange(offsets[k], offsets[k] + table.count(k)) for k in keys if k in offsets
+    ]
     return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
 
 
@@ -443,14 +468,20 @@ def _resolve_cells(view_ids: np.ndarray, cells: Any, mask: Any, name: str) -> np
     return view_ids[c.astype(np.int64)]
 
 
-def _write_labels(txn: Transaction, table: ChunkTable, path: str, keys: list[KeyT],
-                  old: np.ndarray, new: np.ndarray) -> None:
+def _write_labels(
+    txn: Transaction,
+    table: ChunkTable,
+    path: str,
+    keys: list[KeyT],
+    old: np.ndarray,
+    new: np.ndarray,
+) -> None:
     start = 0
     register = LABELS.name not in table.columns
     for key in keys:
         n = table.count(key)
-        part = new[start:start + n]
-        if register or not np.array_equal(part, old[start:start + n]):
+        part = new[start : start + n]
+        if register or not np.array_equal(part, old[start : start + n]):
             table.overwrite(txn, path, key, LABELS.name, part)
         start += n
     if register and not keys:
@@ -474,7 +505,9 @@ def _common_length(columns: dict[str, np.ndarray], count: int | None, name: str)
     lengths = {k: len(v) for k, v in columns.items()}
     if count is not None:
         if int(count) != count or count < 0:
-            raise InvalidInputError(f"`count` must be a whole number >= 0, got {count!r}.")
+            raise InvalidInputError(
+                f"`count` must be a whole number >= 0, got {count!r}."
+            )
         lengths["count"] = int(count)
     if len(set(lengths.values())) > 1:
         raise ShapeError(
@@ -510,24 +543,29 @@ def apply_placement(txn: Transaction, name: str, calls: list[Call]) -> None:
         if key is None:
             continue
         if MORPHOLOGY.name in data:
-            lut = np.asarray([index.setdefault(x, len(index)) for x in local_names or []],
-                             dtype=np.int64)
+            lut = np.asarray(
+                [index.setdefault(x, len(index)) for x in local_names or []],
+                dtype=np.int64,
+            )
             m = data[MORPHOLOGY.name]
-            data[MORPHOLOGY.name] = np.where(m >= 0, lut[np.maximum(m, 0)] if len(lut)
-                                             else -1, -1)
+            data[MORPHOLOGY.name] = np.where(
+                m >= 0, lut[np.maximum(m, 0)] if len(lut) else -1, -1
+            )
         try:
             table.append(txn, key, n, data, _fills(data))
         except (ShapeError, DtypeError) as e:
             # Two processes introduced the same column with different shapes before
             # either was merged: the later call cannot be stored.
-            merge.drop_calls(f"a conflicting column in placement set '{name}' ({e})",
-                             [call])
+            merge.drop_calls(
+                f"a conflicting column in placement set '{name}' ({e})", [call]
+            )
     table.publish(txn, f"{GROUP}/{name}")
     if len(index) > len(known):
-        new = sorted(index, key=index.get)[len(known):]
+        new = sorted(index, key=index.get)[len(known) :]
         txn.resize(f"{GROUP}/{name}/morphology_names", len(index))
-        txn.write(f"{GROUP}/{name}/morphology_names", len(known),
-                  np.asarray(new, dtype=object))
+        txn.write(
+            f"{GROUP}/{name}/morphology_names", len(known), np.asarray(new, dtype=object)
+        )
 
 
 merge.register_applier("P", apply_placement)

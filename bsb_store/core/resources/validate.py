@@ -14,8 +14,13 @@ def parse_name(obj: Any, what: str) -> str:
     """A set, key or file name: a non-empty str (or an object with ``.name``) that can
     be an HDF5 link name."""
     name = getattr(obj, "name", obj)
-    if (not isinstance(name, str) or not name or "/" in name or "\0" in name
-            or name in (".", "..")):
+    if (
+        not isinstance(name, str)
+        or not name
+        or "/" in name
+        or "\0" in name
+        or name in (".", "..")
+    ):
         raise InvalidInputError(
             f"Invalid {what} name {name!r}: expected a non-empty string without '/'.",
             name=name,

@@ -24,8 +24,16 @@ import numpy as np
 
 from ...exceptions import PendingDataWarning
 from ..locking import LockingMode, SidecarLock
-from .shard import Call, ShardWriter, list_shards, read_calls, remove_shard, shard_paths
-from .shard import read_commit_hint, writer_alive
+from .shard import (
+    Call,
+    ShardWriter,
+    list_shards,
+    read_calls,
+    read_commit_hint,
+    remove_shard,
+    shard_paths,
+    writer_alive,
+)
 from .txn import Transaction
 
 if TYPE_CHECKING:
@@ -46,11 +54,17 @@ def _applied_table(f: h5py.File) -> dict[str, tuple[int, int]]:
     return {n: (i, int(a)) for i, (n, a) in enumerate(zip(names, applied))}
 
 
-def pending(f: h5py.File | None, shard_dir: str, own: ShardWriter | None,
-            applied_cache: dict[str, int] | None = None) -> bool:
+def pending(
+    f: h5py.File | None,
+    shard_dir: str,
+    own: ShardWriter | None,
+    applied_cache: dict[str, int] | None = None,
+) -> bool:
     """Cheap check: does any shard hold committed rows the root has not merged?"""
-    table = applied_cache if applied_cache is not None else (
-        {k: v for k, (_, v) in _applied_table(f).items()} if f is not None else {}
+    table = (
+        applied_cache
+        if applied_cache is not None
+        else ({k: v for k, (_, v) in _applied_table(f).items()} if f is not None else {})
     )
     for path in list_shards(shard_dir):
         name = os.path.basename(path)[:-3]
@@ -63,8 +77,9 @@ def pending(f: h5py.File | None, shard_dir: str, own: ShardWriter | None,
     return False
 
 
-def consolidate(txn: Transaction, shard_dir: str, own: ShardWriter | None,
-                locking: LockingMode) -> list[str]:
+def consolidate(
+    txn: Transaction, shard_dir: str, own: ShardWriter | None, locking: LockingMode
+) -> list[str]:
     """Merge every shard's unmerged committed calls into ``txn``; return the shard
     files of dead writers that are now fully merged (delete them after the commit)."""
     f = txn.file

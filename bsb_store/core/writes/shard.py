@@ -99,10 +99,15 @@ class ShardWriter:
         self._file.attrs["bsb_store_shard"] = 1
         self._file.attrs["pid"] = os.getpid()
         self._log = self._file.create_dataset(
-            "log", (0, LOG_COLUMNS), dtype=np.int64, maxshape=(None, LOG_COLUMNS),
+            "log",
+            (0, LOG_COLUMNS),
+            dtype=np.int64,
+            maxshape=(None, LOG_COLUMNS),
             chunks=(4096, LOG_COLUMNS),
         )
-        self._committed_ds = self._file.create_dataset("committed", data=np.zeros(1, np.int64))
+        self._committed_ds = self._file.create_dataset(
+            "committed", data=np.zeros(1, np.int64)
+        )
         self._streams_ds = self._file.create_dataset(
             "streams", (0,), dtype=_STR, maxshape=(None,), chunks=(256,)
         )
@@ -190,11 +195,16 @@ class ShardWriter:
                     dtype: Any = _STR
                 else:
                     dtype = rows.dtype
-                    kw["chunks"] = (max(1, min(65536, 2**20 // max(1, rows[:1].nbytes or 8))),
-                                    *rows.shape[1:])
+                    kw["chunks"] = (
+                        max(1, min(65536, 2**20 // max(1, rows[:1].nbytes or 8))),
+                        *rows.shape[1:],
+                    )
                 self._data[sid] = self._file.create_dataset(
-                    f"s/{sid}", (0, *rows.shape[1:]), dtype=dtype,
-                    maxshape=(None, *rows.shape[1:]), **kw,
+                    f"s/{sid}",
+                    (0, *rows.shape[1:]),
+                    dtype=dtype,
+                    maxshape=(None, *rows.shape[1:]),
+                    **kw,
                 )
         return sid
 
@@ -224,7 +234,9 @@ class ShardWriter:
                 self._alive = None
 
 
-def read_calls(f: h5py.File, start: int, committed: int | None = None) -> tuple[list[Call], int]:
+def read_calls(
+    f: h5py.File, start: int, committed: int | None = None
+) -> tuple[list[Call], int]:
     """Decode the committed log rows ``[start, committed)`` of an open shard into calls.
 
     Returns the calls and the committed row count the read stopped at.
@@ -236,7 +248,9 @@ def read_calls(f: h5py.File, start: int, committed: int | None = None) -> tuple[
         return [], committed
     log = f["log"][start:committed]
     names = f["streams"][: int(log[:, 1].max()) + 1]
-    streams = [tuple(json.loads(n.decode() if isinstance(n, bytes) else n)) for n in names]
+    streams = [
+        tuple(json.loads(n.decode() if isinstance(n, bytes) else n)) for n in names
+    ]
     # Read each stream's needed range in one go, then slice per record.
     spans: dict[int, list[int]] = defaultdict(lambda: [2**62, -1])
     for _, sid, _, _, s, n in log:
@@ -256,8 +270,10 @@ def read_calls(f: h5py.File, start: int, committed: int | None = None) -> tuple[
                 ds = f[f"s/{sid}"]
                 rows = np.empty((0, *ds.shape[1:]), dtype=ds.dtype)
             if rows.dtype.kind == "O":
-                rows = np.array([x.decode() if isinstance(x, bytes) else x for x in rows],
-                                dtype=object)
+                rows = np.array(
+                    [x.decode() if isinstance(x, bytes) else x for x in rows],
+                    dtype=object,
+                )
         call = calls.setdefault(int(seq), Call(int(seq)))
         call.records.append(Record(streams[sid], int(k0), int(k1), rows, n))
     return [calls[k] for k in sorted(calls)], committed

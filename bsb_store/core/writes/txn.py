@@ -129,7 +129,9 @@ def _apply(f: h5py.File, ops: list[dict], payloads: list[np.ndarray]) -> None:
         elif kind == "attr":
             obj = f[op["path"]]
             value = op["value"]
-            obj.attrs[op["name"]] = np.asarray(value) if isinstance(value, list) else value
+            obj.attrs[op["name"]] = (
+                np.asarray(value) if isinstance(value, list) else value
+            )
         elif kind == "delete":
             if op["path"] in f:
                 del f[op["path"]]

@@ -25,8 +25,11 @@ def ps(engine):
 def snapshot(ps):
     """Everything observable about a set, to prove failed calls change nothing."""
     return (
-        len(ps), ps.get_chunk_stats(), ps.load_positions().tobytes(),
-        ps.load_ids().tobytes(), [sorted(s) for s in ps.get_unique_labels()],
+        len(ps),
+        ps.get_chunk_stats(),
+        ps.load_positions().tobytes(),
+        ps.load_ids().tobytes(),
+        [sorted(s) for s in ps.get_unique_labels()],
     )
 
 
@@ -60,16 +63,24 @@ def test_global_order_is_chunks_by_id_then_insertion(ps):
     expected = np.concatenate([np.concatenate(parts[k]) for k in sorted(parts)])
     assert np.array_equal(ps.load_positions(), expected)
     assert np.array_equal(ps.load_ids(), np.arange(len(expected)))
-    assert ps.get_chunk_stats() == {str(k): sum(map(len, v)) for k, v in sorted(parts.items())}
+    assert ps.get_chunk_stats() == {
+        str(k): sum(map(len, v)) for k, v in sorted(parts.items())
+    }
     assert [c.id for c in ps.get_all_chunks()] == sorted(parts)
 
 
 def test_columns_line_up_when_appends_differ(ps):
     ps.append_data((0, 0, 0), np.ones((2, 3)))
-    ps.append_data((0, 0, 0), np.ones((3, 3)), rotations=np.full((3, 3), 90.0),
-                   additional={"w": np.arange(3.0)})
+    ps.append_data(
+        (0, 0, 0),
+        np.ones((3, 3)),
+        rotations=np.full((3, 3), 90.0),
+        additional={"w": np.arange(3.0)},
+    )
     ps.append_data((1, 0, 0), np.ones((1, 3)), morphologies=([0], ["m"]))
-    assert ps.load_rotations().tolist() == [[0.0] * 3] * 2 + [[90.0] * 3] * 3 + [[0.0] * 3]
+    assert ps.load_rotations().tolist() == [[0.0] * 3] * 2 + [[90.0] * 3] * 3 + [
+        [0.0] * 3
+    ]
     w = ps.load_additional("w")
     assert np.isnan(w[:2]).all() and w[2:5].tolist() == [0, 1, 2] and np.isnan(w[5])
     idx, names = ps.load_morphology_indices()
@@ -117,7 +128,10 @@ def test_load_without_data(ps):
         ({"positions": np.array([["a", "b", "c"]])}, DtypeError),
         ({"positions": np.zeros((2, 3)), "rotations": np.zeros((3, 3))}, ShapeError),
         ({"positions": np.zeros((2, 3)), "additional": {"w": np.zeros(3)}}, ShapeError),
-        ({"positions": np.zeros((1, 3)), "morphologies": ([2], ["a"])}, InvalidInputError),
+        (
+            {"positions": np.zeros((1, 3)), "morphologies": ([2], ["a"])},
+            InvalidInputError,
+        ),
         ({"positions": np.zeros((1, 3)), "additional": {"a/b": [1]}}, InvalidInputError),
         ({"positions": np.zeros((1, 3)), "additional": {"s": ["x"]}}, InvalidInputError),
     ],

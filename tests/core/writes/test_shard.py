@@ -70,8 +70,17 @@ def test_deferred_calls_commit_together(tmp_path):
 
 def test_string_streams(tmp_path):
     w = ShardWriter(str(tmp_path))
-    w.append([Record(("P", "c", "morphology_names"), 0, 0,
-                     np.array(["a", "bé"], dtype=object), 2)])
+    w.append(
+        [
+            Record(
+                ("P", "c", "morphology_names"),
+                0,
+                0,
+                np.array(["a", "bé"], dtype=object),
+                2,
+            )
+        ]
+    )
     calls, _ = w.read_calls(0)
     assert calls[0].records[0].rows.tolist() == ["a", "bé"]
     w.close()
