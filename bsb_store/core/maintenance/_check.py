@@ -136,8 +136,9 @@ class _Checker(SetChecks):
                     JOURNAL,
                     f"An interrupted transaction: its journal "
                     f"of {n} operations is complete but was not fully applied. "
-                    "Readers refuse the store until `bsb-store repair` (or any "
-                    "writable open) redoes it.",
+                    "Read-only readers refuse the store, and the root file alone "
+                    "lacks the change, until `bsb-store repair` (or any writable "
+                    "open) redoes it.",
                     repairable=True,
                 )
             else:
@@ -145,8 +146,9 @@ class _Checker(SetChecks):
                     "journal",
                     JOURNAL,
                     "An incomplete transaction journal (the "
-                    "writer died before publishing): readers refuse the store "
-                    "until `bsb-store repair` discards it.",
+                    "writer died before publishing): read-only readers refuse the "
+                    "store until `bsb-store repair` (or any writable open) discards "
+                    "it.",
                     repairable=True,
                 )
         s = self.f.get(STAGING)

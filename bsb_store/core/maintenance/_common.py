@@ -171,12 +171,19 @@ def _precheck(path: str) -> None:
 
 def _open_root(path: str, mode: str) -> h5py.File:
     """The root opened in ``mode``, after checking it is a store this version reads."""
-    f = _open(path, mode)
+    try:
+        f = _open(path, mode)
+    except NotAStoreError as e:
+        raise NotAStoreError(
+            f"'{path}' is not a bsb-store file: it cannot be opened as HDF5, it is "
+            f"truncated or damaged ({e.__cause__ or e}).",
+            path=path,
+        ) from e
     try:
         if f.attrs.get("bsb_store_format") != layout.FORMAT_NAME:
             raise NotAStoreError(
-                f"'{path}' is an HDF5 file but not a bsb-store file (no "
-                f"bsb_store_format='{layout.FORMAT_NAME}' attribute).",
+                f"'{path}' is not a bsb-store file: an HDF5 file without the "
+                f"bsb_store_format='{layout.FORMAT_NAME}' attribute.",
                 path=path,
             )
         version = _int_attr(f, "format_version")
@@ -245,19 +252,26 @@ class _ShardState:
 
 
 def _read_shard(path: str, start: int, own: Any, locking: str) -> _ShardState:
+    """What one shard holds past ``start`` (the log rows the root merged already).
+
+    The commit record is the count the writer mirrors into the shard's lock file (a
+    closed shard also keeps a copy in its ``committed`` dataset); it is read under the
+    shard's shared lock, like the engine's consolidator does, and never exceeds the
+    log rows actually in the file."""
     name = os.path.basename(path)[: -len(".h5")]
     if own is not None and not own.closed and own.name == name:
         log = own._file["log"]
-        return _shard_numbers(
-            _ShardState(path, name, True, own.committed), log, own.committed, start
-        )
-    state = _ShardState(
-        path, name, writer_alive(path), read_commit_hint(shard_paths(path)[0])
-    )
-    lock = SidecarLock(shard_paths(path)[0], locking)  # type: ignore[arg-type]
+        state = _ShardState(path, name, True, own.committed)
+        return _shard_numbers(state, log, own.committed, start)
+    lock_file = shard_paths(path)[0]
+    state = _ShardState(path, name, writer_alive(path), read_commit_hint(lock_file))
+    lock = SidecarLock(lock_file, locking)  # type: ignore[arg-type]
     try:
-        with lock.shared(), h5py.File(path, "r", locking=False) as sf:
-            return _shard_numbers(state, sf["log"], int(sf["committed"][0]), start)
+        with lock.shared():
+            state.hint = max(state.hint, read_commit_hint(lock_file))
+            with h5py.File(path, "r", locking=False) as sf:
+                committed = max(state.hint, int(sf["committed"][0]))
+                return _shard_numbers(state, sf["log"], committed, start)
     except (OSError, KeyError, ValueError):
         return state
     finally:
@@ -267,8 +281,9 @@ def _read_shard(path: str, start: int, own: Any, locking: str) -> _ShardState:
 def _shard_numbers(
     state: _ShardState, log: h5py.Dataset, committed: int, start: int
 ) -> _ShardState:
-    state.committed = committed
     state.log_rows = int(log.shape[0])
+    committed = min(committed, state.log_rows)
+    state.committed = committed
     if committed > start:
         seqs = log[start:committed, 0]
         state.pending_calls = len(np.unique(seqs))

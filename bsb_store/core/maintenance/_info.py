@@ -13,6 +13,7 @@ import numpy as np
 from .. import layout
 from ..resources import connectivity as conn_res
 from ..resources import placement as place_res
+from ..writes.txn import JOURNAL
 from ._common import _int_attr, _open_root, _session, _shards
 
 
@@ -63,6 +64,7 @@ def _describe(f: h5py.File, path: str) -> dict[str, Any]:
         "connectivity": _describe_sets(f, conn_res.GROUP, 3, stored),
         "morphologies": _describe_morphologies(f, stored),
         "files": _describe_files(f, stored),
+        "interrupted_transaction": JOURNAL in f,
     }
     out["sizes"] = {"file_bytes": os.path.getsize(path), "data_bytes": stored["bytes"]}
     return out

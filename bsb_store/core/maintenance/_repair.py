@@ -111,20 +111,26 @@ def _repair_root(path: str, st: _RootState, locking: str) -> list[str]:
 def _recover_journal(f: h5py.File) -> tuple[list[str], bool]:
     """Redo or discard an interrupted journal and drop staging; (actions, changed)."""
     actions = []
+    used: set[str] = set()  # staged objects a redone journal moves into place
     g = f.get(JOURNAL)
     if g is not None:
         complete = bool(g.attrs.get("complete", 0))
-        n = len(json.loads(g.attrs["ops"])) if complete else 0
+        ops = json.loads(g.attrs["ops"]) if complete else []
+        used = {op["src"] for op in ops if op["op"] == "replace"}
         actions.append(
-            f"redid an interrupted transaction ({n} journaled operations)"
+            f"redid an interrupted transaction ({len(ops)} journaled operations)"
             if complete
             else "discarded an incomplete transaction journal"
         )
     s = f.get(STAGING)
-    n_staged = len(s) if isinstance(s, h5py.Group) else 0
+    left = (
+        [n for n in s if f"{STAGING}/{n}" not in used]
+        if isinstance(s, h5py.Group)
+        else []
+    )
     outcome = recover(f)
-    if outcome and s is not None:
-        actions.append(f"dropped {n_staged} staged leftover objects")
+    if outcome and left:
+        actions.append(f"dropped {len(left)} staged leftover objects")
     return actions, bool(outcome)
 
 

@@ -424,7 +424,7 @@ class ConnectivitySet(Resource):
 
     def __len__(self) -> int:
         """The number of connections (from the index; no data is read)."""
-        return self._index().total(0) + 0 * len(list(self.flat_iter_connections()))
+        return self._index().total(1)
 
     def get_chunk_stats(self) -> dict[str, dict[str, int]]:
         """``{str(local chunk id): {"inc": rows, "out": rows}}`` in ascending id order."""
@@ -738,8 +738,9 @@ def _append_block(
 
 def apply_connectivity(txn: Transaction, tag: str, calls: list[Call]) -> None:
     """Applier for kind ``"C"``: stage each block in both directions and publish the
-    index. The table is kept in ``txn.memo`` so that several shards merged in one
-    transaction append after each other's rows."""
+    index. The table is kept in ``txn.memo``, so that if the applier runs more than
+    once in a transaction, later calls append after the rows staged by earlier ones
+    (the published index only changes at commit)."""
     path = f"{GROUP}/{tag}"
     g = txn.file.get(path)
     if g is None:

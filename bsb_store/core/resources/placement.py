@@ -489,7 +489,7 @@ def _write_labels(
 
 
 def _as_additional(value: Any, key: str) -> np.ndarray:
-    arr = np.asarray(value)
+    arr = np.array(value, copy=True)
     if arr.dtype.kind not in "biuf":
         raise InvalidInputError(
             f"Additional data '{key}' must be numeric, got dtype {arr.dtype}.", key=key

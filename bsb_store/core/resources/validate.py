@@ -54,7 +54,9 @@ def as_float_rows(value: Any, width: int, what: str, finite: bool = False) -> np
         raise ShapeError(
             f"{what} must have shape (n, {width}), got {arr.shape}.", what=what
         )
-    arr = arr.astype(np.float64, copy=False)
+    # Always a copy: appends may be queued (write scopes), and must not change when the
+    # caller reuses its array afterwards.
+    arr = np.array(arr, dtype=np.float64, copy=True)
     if finite and not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise InvalidInputError(

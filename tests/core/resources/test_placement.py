@@ -274,3 +274,13 @@ def test_invalid_set_names(engine, name):
     with pytest.raises(InvalidInputError):
         PlacementSet.create(engine, name)
     assert PlacementSet.list(engine) == []
+
+
+def test_queued_appends_do_not_alias_the_callers_arrays(engine, ps):
+    pos, w = np.zeros((2, 3)), np.zeros(2)
+    with engine.write_scope():
+        ps.append_data((0, 0, 0), pos, rotations=pos, additional={"w": w})
+        pos[:] = 7
+        w[:] = 7
+    assert (ps.load_positions() == 0).all() and (ps.load_rotations() == 0).all()
+    assert (ps.load_additional("w") == 0).all()
