@@ -216,11 +216,14 @@ class _Checker(SetChecks):
                 text + " (merged at the next read or when the writer closes).",
             )
         else:
-            self.error(
+            # Not an error: the calls are safely committed in the shard, which is part
+            # of the store, and the next writable open (or `repair`) merges them. A
+            # store whose writer was killed passes check (DESIGN, crash safety).
+            self.warn(
                 "pending-dead",
                 sh.path,
-                text + ": the root file alone lacks "
-                "them. `bsb-store repair` (or any writable open) merges them.",
+                text + " (the writer died): the next writable open, or "
+                "`bsb-store repair`, merges them into the root.",
                 True,
             )
 

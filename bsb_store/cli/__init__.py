@@ -1,0 +1,113 @@
+"""The ``bsb-store`` command line: ``check``, ``repair``, ``info`` and ``compact``.
+
+Each subcommand lives in its own module (``add_parser`` + ``run``) and is a thin layer
+over :mod:`bsb_store.core.maintenance`. Exit codes (also in ``docs/cli.rst``):
+
+* ``0``: OK (``check``: no errors, warnings allowed; ``repair``: the store now passes
+  ``check``, or there was nothing to do);
+* ``1``: problems found (``check`` found errors; ``repair`` left errors it cannot fix;
+  ``compact`` refused because the store has errors);
+* ``2``: usage error, or the path is not a bsb-store file (missing, empty, foreign,
+  truncated, or a newer format version), or the output of ``compact`` exists;
+* ``3``: the command could not run to the end (a lock held by another process past its
+  timeout, an I/O error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..exceptions import (
+    FormatVersionError,
+    LockTimeoutError,
+    NotAStoreError,
+    StoreError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
+from . import check, compact, info, repair
+from ._output import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, emit_json
+from .progress import make_progress
+
+_COMMANDS = (check, repair, info, compact)
+_REFUSED = (NotAStoreError, StoreNotFoundError, FormatVersionError, StoreExistsError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``bsb-store`` with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="bsb-store",
+        description="Inspect and maintain bsb-store HDF5 stores.",
+        epilog="Exit codes: 0 ok, 1 problems found, 2 usage error or not a store, "
+        "3 could not complete (lock timeout, I/O error).",
+    )
+    parser.add_argument("--version", action="version", version=f"bsb-store {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("root", metavar="ROOT", help="the store's root .h5 file")
+    common.add_argument("--json", action="store_true", help="print JSON to stdout")
+    common.add_argument(
+        "--locking",
+        choices=("flock", "none"),
+        default=None,
+        help="inter-process locking (default: BSB_STORE_LOCKING or flock)",
+    )
+    common.add_argument(
+        "--no-progress", action="store_true", help="never draw progress bars"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _COMMANDS:
+        module.add_parser(sub, [common])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bsb-store`` with ``argv`` (default: ``sys.argv[1:]``); the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) and usage errors (2)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("bsb-store: error: a command is required", file=sys.stderr)
+        return EXIT_USAGE
+    args.progress = make_progress(False if args.no_progress or args.json else None)
+    try:
+        return int(args.run(args))
+    except _REFUSED as e:
+        return _fail(args, e, EXIT_USAGE)
+    except LockTimeoutError as e:
+        return _fail(args, e, EXIT_FAILED)
+    except (StoreError, OSError) as e:
+        return _fail(args, e, EXIT_FAILED)
+    except KeyboardInterrupt:
+        print(f"bsb-store {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
+    print(f"bsb-store {args.command}: error: {error}", file=sys.stderr)
+    if args.json:
+        emit_json(
+            {
+                "root": args.root,
+                "ok": False,
+                "error": str(error),
+                "error_type": type(error).__name__,
+                "exit_code": code,
+            }
+        )
+    return code
+
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_PROBLEMS",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]

@@ -1,0 +1,92 @@
+"""``bsb-store info ROOT``: summarise what a store holds."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..core import maintenance
+from ._output import EXIT_OK, emit_json, fmt_bytes, out, plural
+
+DESCRIPTION = """\
+Summarise a store without changing it: placement sets (cells, chunks, columns),
+connectivity sets (connections, blocks, pre- and postsynaptic types), morphologies,
+files, the chunk size, the file size against the bytes of data it holds, provenance
+(storage id, state id, creation time, writer versions) and shard data not merged yet."""
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser(
+        "info", parents=parents, help="summarise a store", description=DESCRIPTION
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the summary of ``args.root``."""
+    data = maintenance.info(args.root, locking=args.locking)
+    if args.json:
+        emit_json(data)
+    else:
+        print_info(data)
+    return EXIT_OK
+
+
+def print_info(d: dict[str, Any]) -> None:
+    """The human-readable summary."""
+    prov, sizes = d["provenance"], d["sizes"]
+    ratio = sizes["file_bytes"] / sizes["data_bytes"] if sizes["data_bytes"] else None
+    out(d["root"])
+    out(f"  format        {d['format']['name']} {d['format']['version']}")
+    out(f"  storage id    {prov['storage_id']}")
+    out(f"  state id      {prov['state_id']}")
+    out(f"  created at    {prov['created_at']}")
+    out(
+        f"  written by    {prov['written_by']} (bsb-store {prov['created_with']}, "
+        f"engine {prov['engine_version']})"
+    )
+    size = d["chunk_size"]
+    out(f"  chunk size    {'unset' if size is None else ' x '.join(map(str, size))}")
+    out(
+        f"  size          {fmt_bytes(sizes['file_bytes'])} on disk, "
+        f"{fmt_bytes(sizes['data_bytes'])} of data"
+        + (f" ({ratio:.2f}x)" if ratio is not None else "")
+    )
+    _print_sets(d)
+    m, f = d["morphologies"], d["files"]
+    out(f"  morphologies  {m['count']} ({plural(m['points'], 'point')})")
+    active = f", active config '{f['active_config']}'" if f["active_config"] else ""
+    out(f"  files         {f['count']} ({fmt_bytes(f['bytes'])}{active})")
+    p = d["pending"]
+    out(
+        f"  pending       {plural(p['calls'], 'append call')} in "
+        f"{plural(p['shards'], 'shard')} ({p['live_writers']} live, "
+        f"{p['dead_writers']} dead writers)"
+        if p["shards"]
+        else "  pending       none"
+    )
+    if d["interrupted_transaction"]:
+        out("  transaction   interrupted: run `bsb-store repair`")
+
+
+def _print_sets(d: dict[str, Any]) -> None:
+    out(f"  placement sets ({len(d['placement'])}):")
+    for name, s in d["placement"].items():
+        if s.get("damaged"):
+            out(f"    {name}: damaged (run `bsb-store check`)")
+            continue
+        out(
+            f"    {name}: {plural(s['cells'], 'cell')} in {plural(s['chunks'], 'chunk')}"
+            f"; columns: {', '.join(s['columns']) or 'none'}; "
+            f"{plural(s['morphology_names'], 'morphology name')}"
+        )
+    out(f"  connectivity sets ({len(d['connectivity'])}):")
+    for name, s in d["connectivity"].items():
+        if s.get("damaged"):
+            out(f"    {name}: damaged (run `bsb-store check`)")
+            continue
+        out(
+            f"    {name} ({s['pre']} -> {s['post']}): "
+            f"{plural(s['connections'], 'connection')} in {plural(s['blocks'], 'block')}"
+        )
