@@ -95,7 +95,12 @@ class ConnectivityH5(
     TVBH5File, name="tvb.adapters.datatypes.h5.connectivity_h5.ConnectivityH5"
 ):
     """TVB's Connectivity file format: reads TVB's files, and TVB reads the ones it
-    writes."""
+    writes.
+
+    ``region_labels`` are stored as TVB stores them (variable-length UTF-8). TVB 2.10
+    decodes them as ASCII on load, so labels meant for TVB should be ASCII; see
+    :doc:`/tvb-profile`.
+    """
 
     def __init__(self, path: Any, **kwargs: Any) -> None:
         super().__init__(path, **kwargs)

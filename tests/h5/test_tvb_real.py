@@ -15,6 +15,7 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 
+import h5py
 import numpy as np
 import pytest
 
@@ -102,7 +103,8 @@ def test_we_write_tvb_reads(tmp_path):
     with tvb_quiet():
         f = tvb_h5.H5File.from_file(str(path))
         assert type(f) is TvbTinyH5
-        loaded = f.load_into(TvbTiny())
+        loaded = TvbTiny()
+        f.load_into(loaded)  # TVB fills the instance in place and returns None
         meta = f.data.get_cached_metadata()
         f.close()
     np.testing.assert_array_equal(loaded.data, ours.data)
@@ -110,12 +112,10 @@ def test_we_write_tvb_reads(tmp_path):
     assert (meta.min, meta.max, meta.mean) == (1.0, 4.5, 2.625)
 
 
-def test_we_write_a_connectivity_tvb_reads(tmp_path):
-    tvb_conn = pytest.importorskip("tvb.datatypes.connectivity")
-    tvb_conn_h5 = pytest.importorskip("tvb.adapters.datatypes.h5.connectivity_h5")
+def _connectivity(cls, labels):
     weights = np.array([[0.0, 1.0], [1.0, 0.0]])
-    conn = Connectivity(
-        region_labels=np.array(["left", "rïght"]),
+    return cls(
+        region_labels=np.array(labels),
         weights=weights,
         tract_lengths=weights * 10,
         centres=np.zeros((2, 3)),
@@ -125,13 +125,74 @@ def test_we_write_a_connectivity_tvb_reads(tmp_path):
         number_of_connections=2,
         saved_selection=[],
     )
-    path = tmp_path / "conn.h5"
-    ConnectivityH5(path).store(conn)
+
+
+def _tvb_loads_connectivity(path):
+    """TVB's own load; ``("ok", labels, connectivity)`` or ``("error", type, None)``."""
+    tvb_conn = pytest.importorskip("tvb.datatypes.connectivity")
+    tvb_conn_h5 = pytest.importorskip("tvb.adapters.datatypes.h5.connectivity_h5")
     with tvb_quiet():
         f = tvb_h5.H5File.from_file(str(path))
         assert type(f) is tvb_conn_h5.ConnectivityH5
-        loaded = f.load_into(tvb_conn.Connectivity())
-        f.close()
-    assert loaded.region_labels.tolist() == ["left", "rïght"]
-    np.testing.assert_array_equal(loaded.weights, weights)
+        loaded = tvb_conn.Connectivity()
+        try:
+            f.load_into(loaded)  # TVB fills the instance in place and returns None
+        except Exception as error:  # compared between the two writers
+            return ("error", type(error), None)
+        finally:
+            f.close()
+    return ("ok", loaded.region_labels.tolist(), loaded)
+
+
+def test_we_write_a_connectivity_tvb_reads(tmp_path):
+    conn = _connectivity(Connectivity, ["left", "right"])
+    path = tmp_path / "conn.h5"
+    ConnectivityH5(path).store(conn)
+    outcome, labels, loaded = _tvb_loads_connectivity(path)
+    assert outcome == "ok", labels
+    assert labels == ["left", "right"]
+    np.testing.assert_array_equal(loaded.weights, conn.weights)
+    np.testing.assert_array_equal(loaded.hemispheres, conn.hemispheres)
     assert loaded.undirected is True and loaded.gid == conn.gid
+
+
+def test_non_ascii_labels_are_stored_as_tvb_stores_them(tmp_path):
+    """TVB 2.10 writes labels as vlen UTF-8 but loads them with ``.astype("U128")``,
+    which decodes h5py's ``bytes`` as ASCII: TVB cannot load non-ASCII labels, not even
+    from its own files. We write exactly what TVB writes, so TVB behaves the same on
+    both files, and our reader decodes both as UTF-8."""
+    tvb_conn = pytest.importorskip("tvb.datatypes.connectivity")
+    tvb_conn_h5 = pytest.importorskip("tvb.adapters.datatypes.h5.connectivity_h5")
+    labels = ["left", "rïght"]
+    theirs, ours = tmp_path / "theirs.h5", tmp_path / "ours.h5"
+    with tvb_quiet():
+        f = tvb_conn_h5.ConnectivityH5(str(theirs))
+        f.store(_connectivity(tvb_conn.Connectivity, labels))
+        f.close()
+    ConnectivityH5(ours).store(_connectivity(Connectivity, labels))
+
+    def on_disk(path):
+        with h5py.File(path, "r") as h:
+            ds = h["region_labels"]
+            htype = ds.id.get_type()
+            return (
+                htype.get_class(),
+                htype.is_variable_str(),
+                htype.get_cset(),
+                ds.shape,
+                ds[()].tolist(),
+                {k: ds.attrs[k] for k in sorted(ds.attrs)},
+            )
+
+    assert on_disk(ours) == on_disk(theirs)
+    assert on_disk(ours)[:5] == (
+        h5py.h5t.STRING,
+        True,
+        h5py.h5t.CSET_UTF8,
+        (2,),
+        [label.encode() for label in labels],
+    )
+    assert _tvb_loads_connectivity(ours)[:2] == _tvb_loads_connectivity(theirs)[:2]
+    for path in (theirs, ours):
+        loaded = H5File.from_file(path).load_into(Connectivity())
+        assert loaded.region_labels.tolist() == labels

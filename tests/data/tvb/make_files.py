@@ -12,7 +12,9 @@ Run ``python tests/data/tvb/make_files.py`` to regenerate. Files:
 * ``tiny.h5``: 3.7 (a), ``rtmod.TinyH5`` with a (2, 2) dataset and an int scalar.
 * ``rich.h5``: 3.7 (b), ``rtmod.RichSubH5``: every accessor kind, generic attributes,
   an appended dataset with TVB's unweighted mean, a CSC sparse matrix.
-* ``Connectivity_<gid>.h5``: 3.7 (c), written by TVB's ``ConnectivityH5``.
+* ``Connectivity_<gid>.h5``: 3.7 (c), written by TVB's ``ConnectivityH5``. Its label
+  ``rÉ2`` is stored as TVB stores it; TVB 2.10 itself cannot load it back (it decodes
+  labels as ASCII), our reader can.
 * ``TimeSeriesRegion_<gid>.h5``: 3.7 (c), streamed with three appends.
 * ``Linear_<gid>.h5``: 3.7 (c), a view model written through ``ViewModelH5``.
 * ``truncated.h5``: the first 1000 bytes of ``tiny.h5``.
