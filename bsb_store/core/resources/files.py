@@ -42,6 +42,7 @@ from ...exceptions import (
     StoreNotFoundError,
 )
 from ..writes.txn import Transaction
+from . import meta as jsonmeta
 from .base import Resource
 from .validate import parse_name
 
@@ -56,103 +57,22 @@ _ARRAY_KINDS = "biufU"
 
 
 # --------------------------------------------------------------------- metadata codec
-def meta_to_json(meta: Mapping[str, Any]) -> str:
-    """Encode a metadata mapping as a JSON object string.
-
-    Accepts str keys and values that are None, bool, int, float, str, lists, tuples
-    (read back as lists), mappings, numpy scalars (read back as Python scalars) and
-    numpy arrays of booleans, numbers or str (read back as arrays of the same dtype and
-    shape, through ``{"__ndarray__": [...], "dtype": ..., "shape": [...]}``).
-
-    :raises InvalidInputError: when a value or key cannot be stored losslessly.
-    """
-    return json.dumps(_jsonable_meta(meta))
-
-
-def meta_from_json(text: str | bytes) -> dict[str, Any]:
-    """Decode a string written by :func:`meta_to_json` (arrays become numpy arrays).
-
-    :raises FormatError: when ``text`` is not a JSON object.
-    """
-    try:
-        meta = json.loads(text, object_hook=_from_jsonable)
-    except (ValueError, TypeError) as e:
-        raise FormatError(f"File metadata is not valid JSON: {e}") from e
-    if not isinstance(meta, dict):
-        raise FormatError(f"File metadata must be a JSON object, got {meta!r}.")
-    return meta
+def meta_to_json(meta: Mapping[str, Any] | None) -> str:
+    """Encode file metadata (numpy arrays round-trip; numpy scalars come back as Python
+    scalars). :raises InvalidInputError: for values JSON cannot hold exactly."""
+    return jsonmeta.encode(meta, "File metadata", numpy_scalars=False)
 
 
 def _jsonable_meta(meta: Any) -> dict[str, Any]:
-    """``meta`` (None: empty) as plain JSON types, validated."""
-    if meta is None:
-        return {}
-    if not isinstance(meta, Mapping):
-        raise InvalidInputError(
-            f"File metadata must be a mapping with str keys, got "
-            f"{type(meta).__name__} {meta!r}.",
-            meta=meta,
-        )
-    return _to_jsonable(meta, "meta", set())
+    """``meta`` validated and turned into plain JSON types (arrays in their tagged
+    form), so that store-managed keys can be added before it is written."""
+    return json.loads(meta_to_json(meta))
 
 
-def _to_jsonable(value: Any, where: str, stack: set[int]) -> Any:
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, np.generic):
-        return int(value) if isinstance(value, int) else float(value)
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in _ARRAY_KINDS:
-            raise InvalidInputError(
-                f"Cannot store the numpy array at {where} (dtype {value.dtype}) in file "
-                f"metadata: expected booleans, numbers or str.",
-                where=where,
-            )
-        return {
-            _NDARRAY: value.tolist(),
-            "dtype": value.dtype.str,
-            "shape": list(value.shape),
-        }
-    if isinstance(value, np.generic) and value.dtype.kind in _ARRAY_KINDS:
-        return _to_jsonable(value.item(), where, stack)
-    if isinstance(value, (Mapping, list, tuple)):
-        if id(value) in stack:
-            raise InvalidInputError(
-                f"File metadata at {where} contains itself.", where=where
-            )
-        stack.add(id(value))
-        try:
-            if isinstance(value, Mapping):
-                return _mapping_to_jsonable(value, where, stack)
-            return [_to_jsonable(v, f"{where}[{i}]", stack) for i, v in enumerate(value)]
-        finally:
-            stack.discard(id(value))
-    raise InvalidInputError(
-        f"Cannot store {type(value).__name__} value {value!r} at {where} in file "
-        "metadata: expected None, bool, int, float, str, list, dict or a numpy array.",
-        where=where,
-    )
-
-
-def _mapping_to_jsonable(value: Mapping, where: str, stack: set[int]) -> dict[str, Any]:
-    out = {}
-    for k, v in value.items():
-        if not isinstance(k, str) or k == _NDARRAY:
-            raise InvalidInputError(
-                f"File metadata key {k!r} at {where} is not allowed: keys must be str "
-                f"other than {_NDARRAY!r}.",
-                where=where,
-            )
-        out[k] = _to_jsonable(v, f"{where}[{k!r}]", stack)
-    return out
-
-
-def _from_jsonable(obj: dict[str, Any]) -> Any:
-    if _NDARRAY in obj and set(obj) == {_NDARRAY, "dtype", "shape"}:
-        return np.asarray(obj[_NDARRAY], dtype=np.dtype(obj["dtype"])).reshape(
-            obj["shape"]
-        )
-    return obj
+def meta_from_json(text: str | bytes) -> dict[str, Any]:
+    """Decode what :func:`meta_to_json` wrote. :raises FormatError: if it is not a JSON
+    object."""
+    return jsonmeta.decode(text, "File metadata")
 
 
 # ------------------------------------------------------------------- input parsing

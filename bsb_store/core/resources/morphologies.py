@@ -26,7 +26,6 @@ read everything they need inside one read block.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,6 +41,7 @@ from ...exceptions import (
     ShapeError,
 )
 from ..writes.txn import Transaction
+from . import meta as jsonmeta
 from .base import Resource
 from .validate import as_float_rows, parse_name
 
@@ -56,87 +56,21 @@ _PROP_DTYPES = "biufc"  # numpy kinds that per-point properties may hold
 
 # ----------------------------------------------------------------------------- meta
 def encode_meta(meta: Mapping[str, Any]) -> str:
-    """JSON text of a meta dict; numpy arrays and scalars become
-    ``{"__ndarray__": values, "dtype": str, "shape": [...]}`` so they round-trip.
-
-    :raises InvalidInputError: for values JSON cannot hold exactly (sets, objects,
-        bytes, complex numbers, non-str keys, a ``"__ndarray__"`` key), naming where.
-    """
+    """JSON text of a meta dict; numpy arrays and scalars round-trip (see
+    :mod:`bsb_store.core.resources.meta`)."""
     if not isinstance(meta, Mapping):
         raise InvalidInputError(
             f"Morphology meta must be a dict, got {type(meta).__name__}.", value=meta
         )
-    return json.dumps(_jsonable(meta, "meta"), allow_nan=True)
+    return jsonmeta.encode(meta, "morphology meta", numpy_scalars=True)
 
 
 def decode_meta(text: str | bytes) -> dict[str, Any]:
     """The meta dict that :func:`encode_meta` wrote."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8")
-    return json.loads(text, object_hook=_unjson)
+    return jsonmeta.decode(text, "morphology meta")
 
 
-def _jsonable(value: Any, where: str) -> Any:
-    if isinstance(value, np.generic):
-        return _encode_array(value, where)
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, (np.ndarray, np.generic)):
-        return _encode_array(value, where)
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str) or k == _ND:
-                raise InvalidInputError(
-                    f"{where}: key {k!r} cannot be stored; meta keys must be str "
-                    f"other than {_ND!r}.",
-                    where=where,
-                )
-            out[k] = _jsonable(v, f"{where}[{k!r}]")
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise InvalidInputError(
-        f"{where}: cannot store {type(value).__name__} value {value!r} in morphology "
-        "meta; expected None, bool, int, float, str, list, dict or a numeric/str numpy "
-        "array.",
-        where=where,
-    )
-
-
-def _encode_array(value: np.ndarray | np.generic, where: str) -> dict[str, Any]:
-    arr = np.asarray(value)
-    if arr.dtype.kind not in _META_DTYPES or (arr.dtype.kind == "f" and arr.itemsize > 8):
-        raise InvalidInputError(
-            f"{where}: cannot store a numpy {arr.dtype} value in morphology meta; "
-            "expected bool, integer, float (<= 64 bit) or str arrays.",
-            where=where,
-        )
-    return {_ND: arr.tolist(), "dtype": arr.dtype.str, "shape": list(arr.shape)}
-
-
-def _unjson(d: dict[str, Any]) -> Any:
-    if _ND not in d:
-        return d
-    arr = np.array(d[_ND], dtype=np.dtype(d["dtype"])).reshape(d["shape"])
-    return arr[()] if arr.ndim == 0 else arr
-
-
-def meta_equal(a: Any, b: Any) -> bool:
-    """Deep equality of meta values: arrays by dtype, shape and values (NaN == NaN)."""
-    if isinstance(a, (np.ndarray, np.generic)) or isinstance(b, (np.ndarray, np.generic)):
-        return (
-            type(a) is type(b)
-            and np.asarray(a).dtype == np.asarray(b).dtype
-            and _array_equal(np.asarray(a), np.asarray(b))
-        )
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(meta_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(meta_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return type(a) is type(b) and a == b
+meta_equal = jsonmeta.meta_equal
 
 
 def _array_equal(a: np.ndarray, b: np.ndarray) -> bool:
