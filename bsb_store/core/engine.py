@@ -138,6 +138,10 @@ class _RootState:
     def reset(self) -> None:
         self.close_handle()
         self.drop_writer()
+        # Reopen the lock file by path on next use: another rank (or process) may have
+        # removed the root and its lock file, and a lock held on the old inode would
+        # exclude nobody and never see a generation bump.
+        self.lock.close()
         self.chunk_size = None
         self.pending_chunk_size = None
 
@@ -315,8 +319,13 @@ class HDF5Engine:
             return new
 
         self._comm.barrier()
+        old = self._root
         new = collective(self._comm, run)
         self._st.reset()
+        if self._comm.rank == 0 and new != old:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(layout.lock_path(old))  # the sidecar does not outlive its root
+        self._comm.barrier()
         self._set_root(new)
 
     def copy(self, new_root: str | os.PathLike) -> None:
@@ -659,10 +668,16 @@ merge.register_applier("S", _apply_store_values)
 
 
 class _ReadOnly:
+    """Read-only mode: reads skip the merge step (no writer is expected), so every
+    append committed before entry is merged here, once."""
+
     def __init__(self, engine: HDF5Engine):
         self._engine = engine
         self._previous = engine._readonly
         engine.flush()
+        if not engine._readonly and engine.exists():
+            with engine._read():  # merges, and finishes an interrupted transaction
+                pass
         engine._readonly = True
 
     def __enter__(self) -> HDF5Engine:

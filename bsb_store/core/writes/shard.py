@@ -228,6 +228,8 @@ class ShardWriter:
             self.closed = True
             if delete:
                 remove_shard(self.path)
+                with contextlib.suppress(OSError):  # the folder goes with its last shard
+                    os.rmdir(os.path.dirname(self.path))
             self.lock.close()
             if self._alive is not None:
                 self._alive.close()
