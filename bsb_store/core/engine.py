@@ -702,6 +702,8 @@ def _close_all() -> None:
                 HDF5Engine(st.path, locking=st.locking).close()
         with contextlib.suppress(Exception):
             st.close_handle()
+        with contextlib.suppress(Exception):
+            st.lock.close()
 
 
 atexit.register(_close_all)

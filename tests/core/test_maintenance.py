@@ -247,8 +247,11 @@ def test_complete_journal_is_an_error_that_repair_redoes(root):
     (j,) = [f for f in report.errors if f.code == "journal"]
     assert j.repairable and "complete but was not fully applied" in j.message
     reader = HDF5Engine(root)
-    with reader.read_only(), pytest.raises(RecoveryNeededError):
-        PlacementSet.list(reader)  # readers refuse it until it is recovered
+    reader._readonly = True  # a read-only reader (one that cannot finish it)
+    with pytest.raises(RecoveryNeededError):
+        PlacementSet.list(reader)  # refuses it until it is recovered
+    reader._readonly = False
+    reader.close()
     fixed = maintenance.repair(root)
     assert fixed.ok and fixed.after.findings == []
     assert "redid an interrupted transaction (2 journaled operations)" in fixed.actions
