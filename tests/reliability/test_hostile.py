@@ -539,12 +539,8 @@ def test_set_names_hostile(store, name):
 
 
 # ------------------------------------------------------------------- pinned bugs
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug label-names: labels are not validated; a non-str label is stored "
-    "and every later labelling call with str labels fails with a bare TypeError",
-)
 def test_non_str_labels_are_refused(tmp_path):
+    # Was bug label-names: a non-str label was stored and broke every later call.
     e = HDF5Engine(tmp_path / "s.h5")
     e.create()
     ps = PlacementSet.create(e, "c")

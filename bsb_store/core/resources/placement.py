@@ -310,6 +310,13 @@ class PlacementSet(ChunkLoader, Resource):
         self._relabel(list(labels), None, add=False, mask=mask)
 
     def _relabel(self, labels: list[str], cells: Any, add: bool, mask: Any) -> None:
+        bad = [x for x in labels if not isinstance(x, str) or not x]
+        if bad:
+            raise LabellingError(
+                f"Labels must be non-empty strings, got {bad!r} for placement set "
+                f"'{self._name}'.",
+                set=self._name,
+            )
         with self._engine._write() as txn:
             f = txn.file
             table, keys, view_mask = self._view(f)
