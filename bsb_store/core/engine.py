@@ -37,6 +37,7 @@ import numpy as np
 from .. import __version__
 from ..exceptions import (
     ChunkSizeError,
+    LockTimeoutError,
     NotAStoreError,
     ReadOnlyError,
     RecoveryNeededError,
@@ -72,7 +73,6 @@ class _RootState:
         self.scopes = threading.local()  # per-thread read-scope state
         self.merged_own = 0  # own writer's committed rows at the last merge check
         self.columns: dict[str, dict[str, Any]] = {}  # set path -> column specs
-        self.columns_gen = -1
         self.read_cache: dict[Any, Any] = {}
 
     # --------------------------------------------------------------------- handles
@@ -144,6 +144,7 @@ class _RootState:
         self.lock.close()
         self.chunk_size = None
         self.pending_chunk_size = None
+        self.columns = {}
 
 
 def _open(path: str, mode: str) -> h5py.File:
@@ -542,32 +543,27 @@ class HDF5Engine:
         self._st.pending_chunk_size = size
         return [Record(("S", "", "chunk_size"), 0, 0, np.asarray([size], float), 1)]
 
-    def _known_columns(self, path: str) -> dict[str, dict[str, Any]]:
-        """The column specs of a chunked set: as last published, plus the columns this
-        process's unmerged appends introduced (a mutable dict owned by the state)."""
+    def _known_columns(
+        self, path: str, refresh: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """The column specs of a chunked set as this process knows them: read from the
+        root on first use (or ``refresh``), plus the columns this process's own appends
+        introduced. Never waits: when another process holds the root exclusively, the
+        specs stay as known and the merge checks the rest (the append path takes no
+        lock another process could make it wait on)."""
         st = self._st
         with st.rlock:
-            gen = st.lock.read_generation()
-            if gen != st.columns_gen:
-                fresh: dict[str, dict[str, Any]] = {}
-                with st.lock.shared():
-                    f = st.read_handle()
-                    for p in (path, *st.columns):
-                        if p in f:
-                            fresh[p] = json.loads(f[p].attrs.get("columns", "{}"))
-                for p, cols in st.columns.items():  # keep own unmerged columns
-                    for k, v in cols.items():
-                        fresh.setdefault(p, {}).setdefault(k, v)
-                st.columns, st.columns_gen = fresh, gen
-            if path not in st.columns:
-                with st.lock.shared():
-                    f = st.read_handle()
-                    st.columns[path] = (
-                        json.loads(f[path].attrs.get("columns", "{}"))
-                        if path in f
-                        else {}
-                    )
-            return st.columns[path]
+            known = st.columns.get(path)
+            if known is None or refresh:
+                known = st.columns.setdefault(path, {})
+                try:
+                    with st.lock.shared(timeout=0):
+                        f = st.read_handle()
+                        if path in f:
+                            known.update(json.loads(f[path].attrs.get("columns", "{}")))
+                except LockTimeoutError:
+                    pass
+            return known
 
     # ----------------------------------------------------------- store-level data
     @property

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from ...exceptions import DtypeError
+from ...exceptions import DtypeError, ShapeError
 from ..writes.txn import Transaction
 
 if TYPE_CHECKING:
@@ -254,10 +254,17 @@ def check_append(
     those this process introduced in appends not merged yet), so that a bad call raises
     at once instead of at merge time."""
     known = engine._known_columns(path)
-    for name, rows in columns.items():
-        spec = known.get(name)
-        if spec is not None:
-            check_column(spec, rows, name)
+    try:
+        for name, rows in columns.items():
+            if name in known:
+                check_column(known[name], rows, name)
+    except (ShapeError, DtypeError):
+        # The cached specs may be stale (the set was cleared or recreated elsewhere):
+        # the root's current specs win; columns only this process introduced stay.
+        known = engine._known_columns(path, refresh=True)
+        for name, rows in columns.items():
+            if name in known:
+                check_column(known[name], rows, name)
     for name, rows in columns.items():
         if name not in known and len(rows):
             known[name] = column_spec(rows, fills.get(name, 0))
@@ -266,8 +273,6 @@ def check_append(
 def check_column(spec: dict[str, Any], rows: np.ndarray, name: str) -> None:
     shape = tuple(spec["shape"])
     if rows.shape[1:] != shape:
-        from ...exceptions import ShapeError
-
         raise ShapeError(
             f"Column '{name}' holds rows of shape {shape}, got rows of shape "
             f"{rows.shape[1:]}.",

@@ -112,7 +112,7 @@ class ShardWriter:
             "streams", (0,), dtype=_STR, maxshape=(None,), chunks=(256,)
         )
         self._file.flush()
-        self._streams: dict[tuple[str, ...], int] = {}
+        self._streams: dict[tuple[Any, ...], int] = {}
         self._data: dict[int, h5py.Dataset] = {}
         self._seq = 0
         self.committed = 0
@@ -182,10 +182,14 @@ class ShardWriter:
             os.pwrite(self.lock._file().fileno(), _COUNT.pack(self.committed), 0)
 
     def _stream_id(self, r: Record) -> int:
-        sid = self._streams.get(r.stream)
+        # One flat dataset per stream *and* row layout: rows of another dtype or shape
+        # (a column another process introduced differently) get their own dataset, and
+        # the merge decides what to do with them.
+        layout = None if r.rows is None else (r.rows.dtype.str, r.rows.shape[1:])
+        sid = self._streams.get((r.stream, layout))
         if sid is None:
             sid = len(self._streams)
-            self._streams[r.stream] = sid
+            self._streams[(r.stream, layout)] = sid
             self._streams_ds.resize(sid + 1, axis=0)
             self._streams_ds[sid] = stream_name(r.stream)
             if r.rows is not None:
