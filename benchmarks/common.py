@@ -217,6 +217,41 @@ def best_of(
     return best
 
 
+@dataclass
+class AppendRuns:
+    """Best results of an append workload on one backend (see :func:`run_appends`)."""
+
+    appends: float  # best time of the appends alone
+    total: float  # best time of the appends plus the first read (the merge)
+    scoped: float  # best total with the appends inside a write scope
+    best: dict[str, Any]  # the full result of the best run
+    path: str  # the store the last plain run left (a fixture for read workloads)
+
+
+def run_appends(
+    ctx: Context, name: str, label: str, write: Callable[[str, bool], dict[str, Any]]
+) -> AppendRuns:
+    """Run ``write(path, scoped)`` ``repeats`` times plain and ``repeats`` times in a
+    write scope, keeping the best times; the last plain store is kept, the others go."""
+    from .backends import remove_store
+
+    best, path, appends = None, None, math.inf
+    for _ in range(ctx.sizes.repeats):
+        if path is not None:
+            remove_store(path)
+        path = ctx.path(label, name)
+        result = write(path, False)
+        if best is None or result["total"] < best["total"]:
+            best = result
+        appends = min(appends, result["appends"])
+    scoped = math.inf
+    for _ in range(ctx.sizes.repeats):
+        other = ctx.path(f"{label}-scoped", name)
+        scoped = min(scoped, write(other, True)["total"])
+        remove_store(other)
+    return AppendRuns(appends, best["total"], scoped, best, path)
+
+
 def flatness(per_call: list[float]) -> dict[str, float]:
     """Per-call cost over the first and the last 10% of calls (medians), and their
     ratio: 1 means the cost does not grow with what is already stored."""

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import time
 
-from .backends import Backend, remove_store
-from .common import Connectivity, Context, flatness
+from .backends import Backend
+from .common import Connectivity, Context, flatness, run_appends
 
 NAME = "connect"
 
@@ -65,25 +64,12 @@ def run(ctx: Context) -> None:
     data = ctx.connectivity()
     appends, totals, scoped, metrics = {}, {}, {}, {}
     for name, backend in ctx.backends.items():
-        best = None
-        path = None
-        for _ in range(ctx.sizes.repeats):
-            if path is not None:
-                remove_store(path)
-            path = ctx.path("connect", name)
-            result = _connect(backend, path, data)
-            if best is None or result["total"] < best["total"]:
-                best = result
-            appends[name] = min(appends.get(name, result["appends"]), result["appends"])
-        totals[name] = best["total"]
+        runs = run_appends(
+            ctx, name, "connect", lambda p, sc, b=backend: _connect(b, p, data, sc)
+        )
+        appends[name], totals[name], scoped[name] = runs.appends, runs.total, runs.scoped
+        best, path = runs.best, runs.path
         ctx.fixtures[("connected", name)] = path
-        scoped[name] = math.inf
-        for _ in range(ctx.sizes.repeats):
-            other = ctx.path("connect-scoped", name)
-            scoped[name] = min(
-                scoped[name], _connect(backend, other, data, True)["total"]
-            )
-            remove_store(other)
         size = backend.store_bytes(path)
         metrics[name] = {
             "flatness": flatness(best["per_call"]),

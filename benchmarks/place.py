@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import time
 
-from .backends import Backend, remove_store
-from .common import Context, flatness
+from .backends import Backend
+from .common import Context, flatness, run_appends
 
 NAME = "place"
 
@@ -58,23 +57,12 @@ def run(ctx: Context) -> None:
     data = ctx.placement()
     appends, totals, scoped, metrics = {}, {}, {}, {}
     for name, backend in ctx.backends.items():
-        best = None
-        path = None
-        for _ in range(ctx.sizes.repeats):
-            if path is not None:
-                remove_store(path)
-            path = ctx.path("place", name)
-            result = _place(backend, path, ctx)
-            if best is None or result["total"] < best["total"]:
-                best = result
-            appends[name] = min(appends.get(name, result["appends"]), result["appends"])
-        totals[name] = best["total"]
+        runs = run_appends(
+            ctx, name, "place", lambda p, sc, b=backend: _place(b, p, ctx, sc)
+        )
+        appends[name], totals[name], scoped[name] = runs.appends, runs.total, runs.scoped
+        best, path = runs.best, runs.path
         ctx.fixtures[("placed", name)] = path
-        scoped[name] = math.inf
-        for _ in range(ctx.sizes.repeats):
-            other = ctx.path("place-scoped", name)
-            scoped[name] = min(scoped[name], _place(backend, other, ctx, True)["total"])
-            remove_store(other)
         size = backend.store_bytes(path)
         metrics[name] = {
             "flatness": flatness(best["per_call"]),
