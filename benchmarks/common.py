@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -250,6 +251,29 @@ def run_appends(
         scoped = min(scoped, write(other, True)["total"])
         remove_store(other)
     return AppendRuns(appends, best["total"], scoped, best, path)
+
+
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launch(cmd: list[str], timeout: float) -> None:
+    """Run a benchmark worker (``python -m benchmarks...`` or ``mpiexec ...``) with the
+    benchmarks package importable and MPICH kept quiet; raise with its output if it
+    fails."""
+    env = dict(os.environ)
+    env.setdefault("UCX_LOG_LEVEL", "error")
+    env.setdefault("MPIR_CVAR_CH4_NETMOD", "ofi")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p
+    )
+    proc = subprocess.run(
+        cmd, cwd=PACKAGE_PARENT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode:
+        raise RuntimeError(
+            f"{' '.join(cmd[:3])} ... failed ({proc.returncode}):\n"
+            f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        )
 
 
 def flatness(per_call: list[float]) -> dict[str, float]:

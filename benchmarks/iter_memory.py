@@ -23,16 +23,14 @@ import gc
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 import tracemalloc
 
 from . import connect
-from .common import Context, make_connectivity
+from .common import Context, launch, make_connectivity
 
 NAME = "iter_memory"
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _maxrss_bytes() -> int:
@@ -92,22 +90,9 @@ def _set_path(ctx: Context, name: str, connections: int) -> str:
 
 def _measure(ctx: Context, name: str, path: str) -> dict:
     out = os.path.join(ctx.workdir, f"iter-{name}.json")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p
-    )
     cmd = [sys.executable, "-m", "benchmarks.iter_memory"]
     cmd += ["--backend", name, "--path", path, "--out", out]
-    proc = subprocess.run(
-        cmd,
-        cwd=PACKAGE_PARENT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=ctx.timeout,
-    )
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
+    launch(cmd, ctx.timeout)
     with open(out) as f:
         return json.load(f)
 

@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
-from .common import Context, make_connectivity, make_placement
+from .common import Context, launch, make_connectivity, make_placement
 
 NAME = "mpi_append"
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # -------------------------------------------------------------------- the runner
@@ -73,7 +71,7 @@ def run(ctx: Context) -> None:
                 "--repeats",
                 str(s.repeats),
             ]
-            _launch(ctx, cmd)
+            launch(cmd, ctx.timeout)
             with open(out) as f:
                 results[name][n] = json.load(f)
     metrics = {}
@@ -95,28 +93,6 @@ def run(ctx: Context) -> None:
                 f"{what} appends, mpiexec -n {n}",
                 {name: results[name][n][what]["wall"] for name in results},
             )
-
-
-def _launch(ctx: Context, cmd: list[str]) -> None:
-    env = dict(os.environ)
-    env.setdefault("UCX_LOG_LEVEL", "error")
-    env.setdefault("MPIR_CVAR_CH4_NETMOD", "ofi")
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p
-    )
-    proc = subprocess.run(
-        cmd,
-        cwd=PACKAGE_PARENT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=ctx.timeout,
-    )
-    if proc.returncode:
-        raise RuntimeError(
-            f"{' '.join(cmd[:3])} ... failed ({proc.returncode}):\n"
-            f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-        )
 
 
 # -------------------------------------------------------------------- the worker
