@@ -68,6 +68,11 @@ def print_info(d: dict[str, Any]) -> None:
     )
     if d["interrupted_transaction"]:
         out("  transaction   interrupted: run `bsb-store repair`")
+    if d.get("interrupted_session"):
+        out(
+            "  session       a dead writer's session is rolled back at the next open "
+            "(or `bsb-store repair`); shown as rolled back"
+        )
 
 
 def _print_sets(d: dict[str, Any]) -> None:

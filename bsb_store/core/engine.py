@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import threading
+import uuid
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -51,8 +52,9 @@ from .locking import LockingMode, SidecarLock, parse_locking
 from .writes import consolidate as merge
 from .writes.shard import Record, ShardWriter
 from .writes.txn import Transaction, has_journal, recover
+from .writes.undo import UndoFile, has_undo, rollback, undo_path
 
-_STATES: dict[str, _RootState] = {}
+_STATES: dict[tuple[str, LockingMode], _RootState] = {}
 _STATES_LOCK = threading.Lock()
 
 
@@ -101,6 +103,12 @@ class _RootState:
             self.read_cache = {}
             if not os.path.exists(self.path):
                 raise StoreNotFoundError(f"No store at '{self.path}'.", path=self.path)
+            if has_undo(self.path):
+                raise RecoveryNeededError(
+                    f"'{self.path}' holds an unfinished write session (its writer "
+                    "died); it is rolled back under the exclusive lock.",
+                    path=self.path,
+                )
             self.handle = _open(self.path, "r")
             try:
                 layout.validate(self.handle, self.path)
@@ -117,6 +125,37 @@ class _RootState:
             self.handle_gen = gen
             self.chunk_size = parse_size(self.handle["store/chunk_size"][()])
         return self.handle
+
+    def check_root(self) -> None:
+        """Refuse a root that is not a store before the first lock of this process
+        creates the lock file: no sidecar is ever left next to a foreign file. Free
+        once the lock file is open (every call after the first)."""
+        if self.lock.opened or os.path.exists(layout.lock_path(self.path)):
+            return
+        if not os.path.exists(self.path):
+            raise StoreNotFoundError(f"No store at '{self.path}'.", path=self.path)
+        if not layout.is_hdf5(self.path):
+            raise NotAStoreError(
+                f"'{self.path}' is not an HDF5 file (empty, foreign or damaged).",
+                path=self.path,
+            )
+        if has_undo(self.path):
+            return  # possibly torn until the dead writer's session is rolled back
+        try:
+            with h5py.File(self.path, "r", locking=False) as f:
+                ours = f.attrs.get("bsb_store_format") == layout.FORMAT_NAME
+        except OSError as e:
+            raise NotAStoreError(
+                f"'{self.path}' cannot be opened as an HDF5 file ({e}): it is "
+                "truncated, damaged or not HDF5.",
+                path=self.path,
+            ) from e
+        if not ours:
+            raise NotAStoreError(
+                f"'{self.path}' is an HDF5 file but not a bsb-store root (no "
+                f"bsb_store_format='{layout.FORMAT_NAME}' attribute).",
+                path=self.path,
+            )
 
     def applied_counts(self, f: h5py.File) -> dict[str, int]:
         if self.applied is None:
@@ -165,11 +204,37 @@ def _open(path: str, mode: str) -> h5py.File:
         ) from e
 
 
+def _open_session(path: str) -> tuple[h5py.File, UndoFile]:
+    """The root opened for a crash-atomic write session (exclusive lock held): HDF5
+    writes through an :class:`~bsb_store.core.writes.undo.UndoFile`."""
+    if not os.path.exists(path):
+        raise StoreNotFoundError(f"No store at '{path}'.", path=path)
+    if not layout.is_hdf5(path):
+        raise NotAStoreError(
+            f"'{path}' is not an HDF5 file (empty, foreign or damaged).", path=path
+        )
+    session = UndoFile(path)
+    try:
+        return h5py.File(session, "r+", locking=False), session
+    except OSError as e:
+        session.abort()
+        raise NotAStoreError(
+            f"'{path}' cannot be opened as an HDF5 file ({e}): it is truncated, "
+            "damaged or not HDF5.",
+            path=path,
+        ) from e
+    except BaseException:
+        session.abort()
+        raise
+
+
 def _state(path: str, locking: LockingMode) -> _RootState:
+    """The process's state of ``path`` for engines of ``locking`` mode (an engine
+    asking for ``locking="none"`` never shares a state whose lock is a flock)."""
     with _STATES_LOCK:
-        st = _STATES.get(path)
+        st = _STATES.get((path, locking))
         if st is None:
-            st = _STATES[path] = _RootState(path, locking)
+            st = _STATES[(path, locking)] = _RootState(path, locking)
         return st
 
 
@@ -282,8 +347,18 @@ class HDF5Engine:
         os.makedirs(os.path.dirname(self._root) or ".", exist_ok=True)
         with st.rlock, st.lock.exclusive():
             shutil.rmtree(layout.shard_dir(self._root), ignore_errors=True)
-            with h5py.File(self._root, "w", locking=False) as f:
-                layout.initialise(f, self._provenance())
+            # Written aside and renamed into place: a kill leaves the old root or the
+            # new one, whole (a dead session's log is undone first: it belongs to the
+            # old root and must never be applied to the new one).
+            rollback(self._root)
+            tmp = f"{self._root}.create-{uuid.uuid4().hex}.tmp"
+            try:
+                with h5py.File(tmp, "w", locking=False) as f:
+                    layout.initialise(f, self._provenance())
+                os.replace(tmp, self._root)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
             st.lock.bump_generation()
 
     def remove(self) -> None:
@@ -295,6 +370,8 @@ class HDF5Engine:
         with st.rlock:
             with st.lock.exclusive():
                 shutil.rmtree(layout.shard_dir(self._root), ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(undo_path(self._root))
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._root)
                 st.lock.bump_generation()
@@ -386,6 +463,7 @@ class HDF5Engine:
                 st.writer.close(delete=True)
             st.writer = None
             st.close_handle()
+            st.lock.close()  # reopened by path on next use: no descriptor per root
 
     def flush(self) -> None:
         """Commit this process's deferred appends to its shard."""
@@ -451,62 +529,96 @@ class HDF5Engine:
     @contextlib.contextmanager
     def _read(self) -> Iterator[h5py.File]:
         """An open root for reading, with every returned append merged in. A writable
-        engine that finds an interrupted transaction finishes it first."""
+        engine that finds an interrupted transaction finishes it first; any engine
+        rolls back a dead writer's unfinished session."""
         st = self._st
+        st.check_root()
         try:
             self._sync()
         except RecoveryNeededError:
-            if self._readonly:
+            if not self._readonly:
+                self._merge_all()  # rolls back a dead session, redoes a journal
+            elif has_undo(self._root):
+                self._roll_back()
+            else:
                 raise
-            self._merge_all()  # opens the root writable, which recovers the journal
-        with st.rlock, st.lock.shared():
-            yield st.read_handle()
+        for last in (False, True):
+            with st.rlock, st.lock.shared():
+                try:
+                    handle = st.read_handle()
+                except RecoveryNeededError:
+                    if last or not has_undo(self._root):
+                        raise
+                    handle = None
+                if handle is not None:
+                    yield handle
+                    return
+            self._roll_back()
 
     @contextlib.contextmanager
     def _write(self, merge_only: bool = False) -> Iterator[Transaction]:
-        """A transaction on the root opened for writing, under the exclusive lock."""
+        """A transaction on the root opened for writing, under the exclusive lock.
+
+        The whole session (recovery, merge, the caller's transaction) is one
+        :class:`~bsb_store.core.writes.undo.UndoFile` session: it is kept when the
+        HDF5 file closed cleanly, and undone byte for byte when anything raised, so a
+        call that raises leaves the root exactly as it was, and a killed one is rolled
+        back by the next process that takes the lock."""
         if not merge_only:
             self._check_writable()
         st = self._st
+        st.check_root()
         if st.writer is not None:
             st.writer.commit_pending()
         with st.rlock, st.lock.exclusive():
             st.close_handle()
-            f = _open(self._root, "r+")
+            if rollback(self._root):
+                st.lock.bump_generation()
+            # Readers holding a handle from before notice the session by the new
+            # generation, and a killed session by its undo log, never torn pages.
+            st.lock.bump_generation()
+            f, session = _open_session(self._root)
             retired: list[str] = []
             changed = False
             try:
-                layout.validate(f, self._root)
-                recover(f)
-                txn = Transaction(f)
-                retired = merge.consolidate(
-                    txn, layout.shard_dir(self._root), st.writer, self._locking
-                )
-                if not txn.empty:
-                    _bump_state(txn)
-                    txn.commit()
-                    changed = True
-                if not merge_only:
+                try:
+                    layout.validate(f, self._root)
+                    recover(f)
                     txn = Transaction(f)
-                    yield txn
+                    retired = merge.consolidate(
+                        txn, layout.shard_dir(self._root), st.writer, self._locking
+                    )
                     if not txn.empty:
                         _bump_state(txn)
+                        txn.commit()
                         changed = True
-                    txn.commit()
-                else:
-                    yield txn
+                    if not merge_only:
+                        txn = Transaction(f)
+                        yield txn
+                        if not txn.empty:
+                            _bump_state(txn)
+                            changed = True
+                        txn.commit()
+                    else:
+                        yield txn
+                finally:
+                    f.close()
             except BaseException:
-                with contextlib.suppress(Exception):
-                    if "store/staging" in f:
-                        del f["store/staging"]
+                session.abort()
                 raise
-            finally:
-                with contextlib.suppress(Exception):
-                    f.flush()
-                f.close()
-                if changed:
-                    st.lock.bump_generation()
+            session.commit()
+            if changed:
+                st.lock.bump_generation()
             merge.remove_retired(retired)
+
+    def _roll_back(self) -> None:
+        """Undo a dead writer's unfinished session (any engine may: the result is the
+        root as it was before that session, which is what every reader must see)."""
+        st = self._st
+        with st.rlock, st.lock.exclusive():
+            st.close_handle()
+            if rollback(self._root):
+                st.lock.bump_generation()
 
     def _append(self, records: list[Record]) -> None:
         """Commit one append call to this process's shard (no root lock)."""
@@ -522,6 +634,7 @@ class HDF5Engine:
             with self._read():
                 pass
         elif st.chunk_size is None:
+            st.check_root()
             with st.rlock, st.lock.shared():
                 st.read_handle()
         return st.chunk_size
@@ -555,6 +668,7 @@ class HDF5Engine:
         with st.rlock:
             known = st.columns.get(path)
             if known is None or refresh:
+                st.check_root()
                 known = st.columns.setdefault(path, {})
                 try:
                     with st.lock.shared(timeout=0):

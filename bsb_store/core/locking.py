@@ -70,6 +70,11 @@ class SidecarLock:
         self._holds: list[int] = []
 
     # ------------------------------------------------------------------ file handle
+    @property
+    def opened(self) -> bool:
+        """Whether this process has the lock file open (it exists then)."""
+        return self._fh is not None
+
     def _file(self):
         if self._fh is None:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)

@@ -151,8 +151,23 @@ class Scalar(Accessor):
     def prepare(self, value: Any) -> Any:
         value = self.trait.validate(value)
         if value is not None:
-            NATIVE.encode(value)  # fail here, before any write, if it is not encodable
+            self._check_encodable(value)  # fail here, before any write
         return value
+
+    def _check_encodable(self, value: Any) -> None:
+        """Raise, naming the field, if ``value`` has no attribute encoding (an object,
+        an int beyond int64, ...); no I/O.
+
+        :raises InvalidInputError: the value cannot be stored as an attribute.
+        """
+        try:
+            NATIVE.encode(value)
+        except InvalidInputError as e:
+            raise InvalidInputError(
+                f"{self.trait.qualified_name} (attribute {self.field_name!r}): {e}",
+                field=self.trait.qualified_name,
+                value=value,
+            ) from None
 
     def key(self) -> str:
         """The attribute name, with the profile's prefix."""
@@ -250,7 +265,7 @@ class Enum(Scalar):
     def prepare(self, value: Any) -> Any:
         member = self.trait.validate(value)
         if member is not None:
-            NATIVE.encode(member.value)
+            self._check_encodable(member.value)
         return member
 
     def _to_stored(self, value: Any) -> Any:
@@ -287,13 +302,24 @@ class Json(Scalar):
         self.json_decoder = json_decoder
 
     def prepare(self, value: Any) -> Any:
+        """Validate ``value`` and return its JSON text (``None`` for ``None``).
+
+        :raises InvalidInputError: the value cannot be encoded, or a dict in it (at any
+            depth, also one the encoder's ``default`` returns) has a key that is not a
+            ``str``: JSON would turn ``0`` into ``"0"`` and ``load`` would not give back
+            what was stored.
+        """
         value = self.trait.validate(value)
+        field = self.trait.qualified_name
         try:
-            text = json.dumps(value, cls=self.json_encoder)
-        except (TypeError, ValueError) as e:
+            _check_json_keys(value, field)
+            text = json.dumps(value, cls=_key_checking(self.json_encoder, field))
+        except (TypeError, ValueError, RecursionError) as e:
+            if isinstance(e, InvalidInputError):
+                raise
             raise InvalidInputError(
-                f"{self.trait.qualified_name} cannot be encoded as JSON: {e} "
-                f"(value {value!r}).",
+                f"{field} cannot be encoded as JSON: {e} (value {value!r:.200}).",
+                field=field,
                 value=value,
             ) from e
         if value is None:
@@ -307,6 +333,55 @@ class Json(Scalar):
 
     def _from_stored(self, raw: Any) -> Any:
         return json.loads(decode_text(raw), cls=self.json_decoder)
+
+
+def _check_json_keys(value: Any, field: str, path: str = "") -> None:
+    """Refuse dict keys that are not ``str`` anywhere in ``value`` (dicts, lists and
+    tuples are walked; a container met twice on the current path is left for
+    :func:`json.dumps` to report as circular).
+
+    :raises InvalidInputError: naming the field, the key and where it is.
+    """
+    stack: list[tuple[Any, str]] = [(value, path)]
+    seen: set[int] = set()
+    while stack:
+        obj, where = stack.pop()
+        if isinstance(obj, dict):
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            for key, item in obj.items():
+                if not isinstance(key, str):
+                    raise InvalidInputError(
+                        f"{field} cannot be stored as JSON: the dict at "
+                        f"{where or 'the top level'} has the key {key!r} of type "
+                        f"{type(key).__name__}; JSON object keys are strings, so it "
+                        "would not load back as given. Use str keys.",
+                        field=field,
+                        key=key,
+                    )
+                stack.append((item, f"{where}[{key!r}]"))
+        elif isinstance(obj, (list, tuple)):
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(obj))
+
+
+def _key_checking(
+    encoder: type[json.JSONEncoder] | None, field: str
+) -> type[json.JSONEncoder]:
+    """An encoder class like ``encoder`` whose ``default`` results are key-checked too
+    (a custom encoder may turn an object into a dict with non-str keys)."""
+    base = encoder or json.JSONEncoder
+
+    class _KeyChecking(base):  # type: ignore[valid-type, misc]
+        def default(self, o: Any) -> Any:
+            out = super().default(o)
+            _check_json_keys(out, field, f"<{type(o).__name__} encoded as JSON>")
+            return out
+
+    return _KeyChecking
 
 
 class ReferenceList(Json):

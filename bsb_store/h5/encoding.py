@@ -25,6 +25,9 @@ BOOL_PREFIX = "bool:"
 #: The on-disk dtype of text arrays: variable-length UTF-8 strings.
 TEXT_DTYPE = h5py.string_dtype("utf-8")
 
+#: The range of the integers an attribute can hold (they are stored as int64).
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+
 _TRUE_WORDS = frozenset({"yes", "true", "t", "1"})
 _FALSE_WORDS = frozenset({"no", "false", "f", "0"})
 
@@ -94,6 +97,12 @@ class Profile:
         if isinstance(value, str):
             return value
         if isinstance(value, int):
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise InvalidInputError(
+                    f"Cannot store the int {value} as an HDF5 attribute: it is outside "
+                    f"the int64 range [{_INT64_MIN}, {_INT64_MAX}].",
+                    value=value,
+                )
             return np.int64(value)
         if isinstance(value, float):
             return np.float64(value)

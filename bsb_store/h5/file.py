@@ -262,14 +262,16 @@ class H5File(FileBinding):
     def store_metadata_param(self, key: str, value: Any) -> None:
         """Write an arbitrary root attribute ``key`` (with the profile's prefix and
         encodings); ``None`` removes it."""
+        # Encoded first: a value that cannot be stored leaves the file untouched.
+        encoded = None if value is None else self.profile.encode(value)
         with self._writing() as group:
             self._before_write(group)
             name = self.profile.key(key)
-            if value is None:
+            if encoded is None:
                 if name in group.attrs:
                     del group.attrs[name]
             else:
-                group.attrs[name] = self.profile.encode(value)
+                group.attrs[name] = encoded
 
     def get_metadata_param(self, key: str) -> Any:
         """Read the root attribute ``key`` (decoded), or ``None`` if it is absent."""

@@ -123,7 +123,9 @@ def test_not_a_store_exits_2(capsys, tmp_path, kind):
 # ------------------------------------------------------------------------- repair
 def test_repair_redoes_a_journal_then_is_a_no_op(capsys, root):
     _journal(root)
-    assert run(capsys, "check", root)[0] == 1
+    # An interrupted journal is a repairable warning (was bug journal-is-error).
+    code, out, _ = run(capsys, "check", root)
+    assert code == 0 and "journal" in out
     code, out, _ = run(capsys, "repair", root)
     assert code == 0
     assert out.splitlines() == [
@@ -192,6 +194,7 @@ def test_info_json(capsys, root):
     assert data["sizes"]["file_bytes"] == os.path.getsize(root)
     assert data["provenance"]["written_by"] == "bsb_store.core.engine.HDF5Engine"
     assert data["interrupted_transaction"] is False
+    assert data["interrupted_session"] is False
 
 
 # ------------------------------------------------------------------------ compact
@@ -293,3 +296,36 @@ def test_progress_bar_with_tqdm():
     assert bar is not quiet
     assert list(bar(range(5), "chunks", 5)) == [0, 1, 2, 3, 4]
     assert "chunks" in stream.getvalue()
+
+
+# ------------------------------------------------------- interrupted write session
+def _dead_session(root: str) -> bytes:
+    """Cut a write session the way SIGKILL would: pages changed, no commit."""
+    from bsb_store.core.writes.undo import UndoFile
+
+    with open(root, "rb") as f:
+        before = f.read()
+    session = UndoFile(root)
+    with h5py.File(session, "r+") as f:
+        del f["placement/cells"]
+        f.attrs["half"] = "written"
+    session.close()
+    return before
+
+
+def test_check_info_and_repair_of_an_interrupted_session(capsys, root):
+    before = _dead_session(root)
+    code, report = run_json(capsys, "check", root)
+    assert code == EXIT_OK and report["ok"]
+    assert [w["code"] for w in report["warnings"]] == ["interrupted-session"]
+    assert report["summary"]["placement"]["cells"]["cells"] == 8  # as rolled back
+    code, data = run_json(capsys, "info", root)
+    assert data["interrupted_session"] is True and "cells" in data["placement"]
+    code, out, _ = run(capsys, "info", root)
+    assert "rolled back at the next open" in out
+    code, out, _ = run(capsys, "repair", root)
+    assert code == EXIT_OK
+    assert "rolled back the unfinished write session of a dead writer" in out
+    assert not os.path.exists(root + ".undo")
+    with open(root, "rb") as f:
+        assert f.read() == before

@@ -241,7 +241,7 @@ def test_interrupted_transaction_is_finished_by_the_next_reader(tmp_path):
             txn = txnmod.Transaction(f)
             txn.resize("placement/a/index/key", 0)
             txn.resize("placement/a/index/count", 0)
-            txnmod._write_journal(f, txn._ops, txn._payloads)
+            txnmod.write_journal(f, txn._ops, txn._payloads)
         _STATES.clear()
 
     crash_mid_transaction()

@@ -185,7 +185,7 @@ def _morph_index(f: h5py.File) -> None:
 
 
 def _label_id(f: h5py.File) -> None:
-    f["placement/cells/chunks/0/labels"][3] = 9
+    f["placement/cells/labels/values"][3] = 9
 
 
 def _mirror(f: h5py.File) -> None:
@@ -205,7 +205,7 @@ DAMAGE = {
     "label-set-id": (_label_id, "ids [9]"),
     "mirror-mismatch": (_mirror, "0->1: out 2, inc 1"),
     "missing-group": (_del("files"), "'/files'"),
-    "morphology-damaged": (_del("morphologies/m/radii"), "Morphology 'm'"),
+    "morphology-damaged": (_del("morphologies/m/branches"), "Morphology 'm'"),
     "store-dataset": (_del("store/shards/applied"), "merged-shards table"),
 }
 
@@ -236,16 +236,24 @@ def _journal(root: str, complete: bool = True) -> None:
         txn = txn_mod.Transaction(f)
         _stage_new_set(txn, "extra")
         txn.write("store/chunk_size", 0, np.array([10.0, 20.0, 30.0]))
-        txn_mod._write_journal(f, txn._ops, txn._payloads)
+        txn_mod.write_journal(f, txn._ops, txn._payloads)
         if not complete:
             del f[txn_mod.JOURNAL].attrs["complete"]
 
 
-def test_complete_journal_is_an_error_that_repair_redoes(root):
+def test_complete_journal_is_a_warning_that_repair_redoes(root):
+    # Was bug journal-is-error: the next writable open redoes the journal, so it is a
+    # repairable warning, and the store is checked as the redo leaves it.
     _journal(root)
+    before = sha(root)
     report = maintenance.check(root)
-    (j,) = [f for f in report.errors if f.code == "journal"]
+    assert report.ok, [f.to_dict() for f in report.errors]
+    (j,) = [f for f in report.warnings if f.code == "journal"]
     assert j.repairable and "complete but was not fully applied" in j.message
+    assert "2 operations" in j.message and "as the redo will leave it" in j.message
+    assert codes(report.findings) == {"journal"}  # the staged set is moved by the redo
+    assert report.summary["placement"]["extra"] == {"cells": 0, "chunks": 0}
+    assert sha(root) == before  # checked in memory, the root is untouched
     reader = HDF5Engine(root)
     reader._readonly = True  # a read-only reader (one that cannot finish it)
     with pytest.raises(RecoveryNeededError):
@@ -266,14 +274,89 @@ def test_complete_journal_is_an_error_that_repair_redoes(root):
 
 def test_incomplete_journal_is_discarded(root):
     _journal(root, complete=False)
-    (j,) = [f for f in maintenance.check(root).errors if f.code == "journal"]
-    assert "incomplete" in j.message
+    report = maintenance.check(root)
+    assert report.ok
+    (j,) = [f for f in report.warnings if f.code == "journal"]
+    assert "incomplete" in j.message and j.repairable
+    assert "extra" not in report.summary["placement"]
     fixed = maintenance.repair(root)
     assert fixed.ok
     assert fixed.actions[0] == "discarded an incomplete transaction journal"
     assert "dropped 1 staged leftover objects" in fixed.actions
     with h5(root) as f:
         assert np.isnan(f["store/chunk_size"][()]).all() and "placement/extra" not in f
+
+
+def _half_applied_merge(root: str, ops_applied: int, bad_path: bool = False) -> None:
+    """A transaction killed in the middle of publishing: a new chunk 77 of ``cells``
+    (its group, then the index's key and count grown by one row), journaled, and only
+    the first ``ops_applied`` operations applied; the index is inconsistent."""
+    with h5(root, "r+") as f:
+        txn = txn_mod.Transaction(f)
+        staged = txn.staging_path()
+        f.create_group(staged)
+        ix = "placement/cells/index"
+        n = f[f"{ix}/key"].shape[0]
+        txn.replace(staged, "placement/cells/chunks/77")
+        txn.resize(f"{ix}/key", n + 1)
+        txn.write(f"{ix}/key", n, np.array([[77]]))
+        txn.resize(f"{ix}/count", n + 1)
+        txn.write(f"{ix}/count", n, np.array([0]))
+        if bad_path:  # a redo that cannot succeed
+            txn.write("placement/cells/nothing-here", 0, np.array([1]))
+        txn_mod.write_journal(f, txn._ops, txn._payloads)
+        f.flush()
+        txn_mod._apply(f, txn._ops[:ops_applied], txn._payloads)
+
+
+def test_half_applied_journal_is_checked_as_redone(root):
+    """A kill mid-publish: the half-applied index (key grown, count not) is what the
+    redo fixes, so check reports only the journal, as a repairable warning."""
+    _half_applied_merge(root, ops_applied=3)
+    with h5(root) as f:  # the store as the kill left it is inconsistent
+        ix = f["placement/cells/index"]
+        assert ix["key"].shape[0] != ix["count"].shape[0]
+    before = sha(root)
+    report = maintenance.check(root)
+    assert report.ok, [f.to_dict() for f in report.errors]
+    assert codes(report.findings) == {"journal"}
+    assert report.summary["placement"]["cells"] == {"cells": 8, "chunks": 3}
+    assert sha(root) == before
+    assert sorted(os.listdir(os.path.dirname(root))) == ["s.h5", "s.h5.lock"]
+    e = HDF5Engine(root)
+    ps = PlacementSet(e, "cells")
+    assert len(ps) == 8 and len(ps.get_chunk_stats()) == 3  # the redo, by the engine
+    ps.append_data((0, 0, 0), POS1)  # a writable open: the journal is redone
+    e.close()
+    assert maintenance.check(root).findings == []
+
+
+def test_journal_whose_redo_fails_is_an_error(root):
+    _half_applied_merge(root, ops_applied=1, bad_path=True)
+    before = sha(root)
+    report = maintenance.check(root)
+    (j,) = [f for f in report.errors if f.code == "journal"]
+    assert "redoing it fails" in j.message and "nothing-here" in j.message
+    assert not j.repairable
+    assert sha(root) == before
+
+
+def test_unopenable_links_are_reported_not_hidden(root):
+    """``Group.get`` answers None for a link that cannot be opened; check says so."""
+    with h5(root, "r+") as f:
+        f[txn_mod.JOURNAL] = h5py.SoftLink("/nowhere/journal")
+        f["files/broken"] = h5py.SoftLink("/nowhere/file")
+        f["placement/cells/chunks/0/labels_bad"] = h5py.SoftLink("/nowhere/x")
+    before = sha(root)
+    report = maintenance.check(root)
+    broken = {f.path for f in report.errors if f.code == "unopenable"}
+    assert broken == {
+        "/store/journal",
+        "/files/broken",
+        "/placement/cells/chunks/0/labels_bad",
+    }, [f.to_dict() for f in report.findings]
+    assert all("cannot be opened" in f.message for f in report.errors)
+    assert sha(root) == before
 
 
 def test_staging_leftovers_are_a_warning_that_repair_drops(root):
@@ -541,7 +624,7 @@ def test_info_numbers(root):
     assert d["provenance"]["state_id"] == e.state_id
     assert d["provenance"]["engine_version"] == "0.1.0"
     assert d["sizes"]["file_bytes"] == os.path.getsize(root)
-    placement = 8 * (24 + 8 + 8)
+    placement = 8 * (24 + 8 + 1)  # position, morphology index, 1-byte label id
     connections = 4 * 2 * 24  # 2 rows in each direction, 2 columns of 3 int64
     with h5(root) as f:
         morpho = sum(

@@ -246,6 +246,49 @@ def test_json_round_trip_and_plugins(h5path, unchanged):
     check()
 
 
+def test_json_refuses_non_str_keys_at_any_depth(h5path, unchanged):
+    # Was bug json-keys: {0: 1} was stored and loaded back as {"0": 1}.
+    f = H5File(h5path)
+    plain = Json(Attr(object), f, name="d")
+    plain.store({"ok": 1})
+    check = unchanged(h5path)
+    for bad, where in (
+        ({0: 1}, "top level"),
+        ({"a": [{"b": {None: 1}}]}, "['a'][0]['b']"),
+        ([({1.5: 2},)], "[0][0]"),
+    ):
+        with pytest.raises(InvalidInputError, match="key") as info:
+            plain.store(bad)
+        assert where in str(info.value)
+    check()
+    assert plain.load() == {"ok": 1}
+
+    class SetEncoder(json.JSONEncoder):
+        def default(self, o):
+            return {1: sorted(o)} if isinstance(o, set) else super().default(o)
+
+    custom = Json(Attr(object), f, name="c", json_encoder=SetEncoder)
+    with pytest.raises(InvalidInputError, match="set encoded as JSON"):
+        custom.store({"s": {1, 2}})
+    check()
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 10**30])
+def test_ints_beyond_int64_are_refused_before_writing(h5path, unchanged, value):
+    # Was bug int-overflow: h5py raised a bare OverflowError.
+    f = H5File(h5path)
+    count = Scalar(Attr(int), f, name="n")
+    count.store(2**63 - 1)
+    check = unchanged(h5path)
+    with pytest.raises(InvalidInputError, match="int64") as info:
+        count.store(value)
+    assert "'n'" in str(info.value)
+    with pytest.raises(InvalidInputError, match="int64"):
+        f.store_metadata_param("big", value)
+    check()
+    assert count.load() == 2**63 - 1
+
+
 def test_json_none_is_absent_natively_and_null_for_tvb(tmp_path):
     native = H5File(tmp_path / "n.h5")
     opt = Json(Attr(list, required=False), native, name="j")

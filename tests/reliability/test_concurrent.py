@@ -259,11 +259,6 @@ def test_locking_none_takes_no_lock(tmp_path):
 
 
 @pytest.mark.serial_only
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug locking-mode-shared: engines on one root share per-process state "
-    "built with the first engine's locking mode; a later locking='none' is ignored",
-)
 def test_locking_none_is_honoured_after_a_flock_engine_on_the_same_root(tmp_path):
     e = store_with_base(tmp_path / "store.h5")  # a flock engine made the state
     holder = hold_lock(e.root, 3)
@@ -276,12 +271,6 @@ def test_locking_none_is_honoured_after_a_flock_engine_on_the_same_root(tmp_path
 
 @pytest.mark.serial_only
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug fd-leak: HDF5Engine.close() (and remove() of another root) "
-    "leaves the root's lock file open; a process keeps one descriptor per root it "
-    "ever touched",
-)
 def test_close_releases_the_lock_file(tmp_path):
     def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))

@@ -39,7 +39,7 @@ import pytest
 
 from bsb_store.core import ConnectivitySet, HDF5Engine, PlacementSet
 from bsb_store.core.chunks import unpack_id
-from bsb_store.core.maintenance import check, repair
+from bsb_store.core.maintenance import check
 from bsb_store.exceptions import NotAStoreError, PendingDataWarning
 
 from . import model as M
@@ -49,7 +49,6 @@ from .workers import (
     execute,
     feed_chunk,
     feed_rows,
-    inside_flush,
     read_report,
 )
 
@@ -87,42 +86,18 @@ CRASH_LEFTOVERS = RECLAIMABLE | {
     "staging",
     "shard-unreadable",
     "orphan-sidecar",
+    "interrupted-session",
+    "journal",  # a kill mid-publish: the next writable open redoes or discards it
 }
 #: Known bugs (see docs/reliability.rst, "Known problems"), pinned by the strict xfail
 #: tests at the end of this module. The random loops count them instead of failing
 #: (and verify the store with the remedy applied where there is one), unless
 #: BSB_STORE_CRASH_STRICT=1:
 #:
-#: * ``torn-flush``: a kill *inside* HDF5's flush or close of the root (the process
-#:   was in ``h5py.File.flush``/``close`` of the root opened for writing, see
-#:   ``workers.mark_flushes``) can leave a root that no longer opens or recovers:
-#:   HDF5 writes a flush as many separate writes, in-place metadata first, so the
-#:   file on disk is neither the state before the flush nor the state after it;
-#: * ``truncated-root``: the torn flush of the close, in particular, can leave the file
-#:   shorter than the end-of-file address its superblock records; HDF5 refuses to
-#:   open it ("truncated file") and neither the engine nor `repair` recovers it.
-#:   Extending the file with zeros to that address does (the remedy applied here);
-#: * ``vlen-redo``: a kill while a merge's journal is being applied (after HDF5 wrote
-#:   the new heap ids of a variable-length string dataset rewritten in place,
-#:   ``store/shards/name`` or a set's ``morphology_names``, and before it flushed the
-#:   heap objects they point to) leaves a root whose journal redo fails ("bad heap
-#:   index"): neither the engine nor `check`/`repair` can open it any more;
-#: * ``journal-is-error``: a kill after a transaction's journal was complete and before
-#:   it was deleted makes `check` report an *error* ("journal"), although the next
-#:   writable open redoes the transaction; and the structures the journal was
-#:   rewriting are reported too ("index-duplicate", "index-length", "short-dataset",
-#:   "label-set-id", "file-damaged": half-applied, fixed by the redo);
-#: * ``unreadable-dead-shard``: the shard of a writer killed before its first flush
-#:   (it committed nothing) is never removed by the engine, and every transaction
-#:   warns about it (PendingDataWarning "could not be read; treating it as empty",
-#:   which claims committed data may be lost) until `repair` removes it.
-KNOWN_BUGS = (
-    "torn-flush",
-    "truncated-root",
-    "vlen-redo",
-    "journal-is-error",
-    "unreadable-dead-shard",
-)
+#: (none left: ``journal-is-error`` and ``unreadable-dead-shard`` are fixed; `check`
+#: reports an interrupted journal as a warning and checks the store as its redo leaves
+#: it, and a dead writer's shard that committed nothing is retired silently).
+KNOWN_BUGS: tuple[str, ...] = ()
 
 
 def kills(share: float) -> int:
@@ -200,13 +175,6 @@ def stored_eof(path: Path) -> int | None:
     return struct.unpack("<Q", head[40:48])[0]
 
 
-def extend_to_stored_eof(path: Path) -> None:
-    """The remedy for ``truncated-root``: zero-fill the file up to its recorded end."""
-    eof = stored_eof(path)
-    assert eof is not None and eof > os.path.getsize(path)
-    os.truncate(path, eof)
-
-
 def crash_check(
     root: Path,
     known: list[str],
@@ -215,38 +183,23 @@ def crash_check(
 ):
     """``check`` on the store as the crash left it: no errors, only crash leftovers.
     Returns the report and its finding codes; adds the known bugs met to ``known``."""
-    try:
-        report = check(root, locking=locking)
-    except NotAStoreError as e:
-        if STRICT or "truncated file" not in str(e):
-            raise
-        known.append("truncated-root")
-        extend_to_stored_eof(root)
-        report = check(root, locking=locking)
+    report = check(root, locking=locking)
     codes = {f.code for f in report.findings}
-    errors = {f.code for f in report.errors}
-    if not STRICT and "journal" in errors:
-        known.append("journal-is-error")
-        codes -= errors
-    else:
-        assert report.ok, [f.to_dict() for f in report.errors]
+    assert report.ok, [f.to_dict() for f in report.errors]
     assert codes <= allowed, [f.to_dict() for f in report.findings]
     return report, codes
 
 
 @contextlib.contextmanager
 def pending_warnings(known: list[str]):
-    """Collect PendingDataWarnings: only the known spurious one is tolerated (and
-    counted); a warning about dropped committed calls fails the test."""
+    """Collect PendingDataWarnings and fail on any: a crash never drops committed
+    calls, and the shard of a writer killed while starting (it committed nothing) is
+    retired silently. (``known`` stays for the known bugs to come; none is counted.)"""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PendingDataWarning)
         yield
     for w in caught:
-        spurious = "could not be read" in str(w.message)
-        if STRICT or not spurious or not issubclass(w.category, PendingDataWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if "unreadable-dead-shard" not in known:
-            known.append("unreadable-dead-shard")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def recovered(engine: HDF5Engine, known: list[str]) -> None:
@@ -258,13 +211,6 @@ def recovered(engine: HDF5Engine, known: list[str]) -> None:
     assert len(ps) == n + 2
     engine.close()
     left = glob.glob(engine.root + ".shards/*.h5")
-    if left and not STRICT:
-        codes = {f.code for f in check(engine.root, locking=engine.locking).findings}
-        if "shard-unreadable" in codes:
-            if "unreadable-dead-shard" not in known:
-                known.append("unreadable-dead-shard")
-            assert repair(engine.root, locking=engine.locking).ok
-            left = glob.glob(engine.root + ".shards/*.h5")
     assert not left, "a shard is left"
     after = check(engine.root, locking=engine.locking)
     # Reclaimable bytes stay until `compact`; the lock files of a writer killed while
@@ -275,29 +221,14 @@ def recovered(engine: HDF5Engine, known: list[str]) -> None:
 
 def after_kill(root: Path, workdir: Path, verify, locking=None, **kw) -> dict:
     """Check the store a kill left, open it, ``verify(engine)`` (returns the state
-    found), write, close and check again. A failure of a kill inside a flush of the
-    root counts as the known bug ``torn-flush`` (unless BSB_STORE_CRASH_STRICT=1)."""
+    found), write, close and check again."""
     known: list[str] = []
-    try:
-        report, codes = crash_check(root, known, locking, **kw)
-        engine = HDF5Engine(root, locking=locking)
-        with pending_warnings(known):
-            state = verify(engine, report)
-            recovered(engine, known)
-        engine.remove()
-    except Exception as e:
-        if inside_flush(str(workdir / "report.flush")):
-            bug = "torn-flush"
-        elif "bad heap index" in str(e):
-            bug = "vlen-redo"
-        else:
-            raise
-        if STRICT:
-            raise
-        with contextlib.suppress(Exception):  # release this process's lock file
-            HDF5Engine(root, locking=locking).remove()
-        symptom = f"{type(e).__name__}: {str(e)[:160]}"
-        return {"state": "lost", "check": [], "known": [bug], "symptom": symptom}
+    report, codes = crash_check(root, known, locking, **kw)
+    engine = HDF5Engine(root, locking=locking)
+    with pending_warnings(known):
+        state = verify(engine, report)
+        recovered(engine, known)
+    engine.remove()
     return {"state": state, "check": sorted(codes), "known": known}
 
 
@@ -514,15 +445,7 @@ def test_kills_of_consolidators_while_writers_append(zygote, template, tmp_path)
         lines = kill(zygote, pid, work)
         live = CRASH_LEFTOVERS | {"pending-live", "shard-unreadable"}
         known: list[str] = []
-        try:
-            _, codes = crash_check(root, known, allowed=live)
-        except Exception as e:
-            torn = inside_flush(str(work / "report.flush"))
-            if STRICT or not (torn or "bad heap index" in str(e)):
-                raise
-            bug = "torn-flush" if torn else "vlen-redo"
-            record("consolidation-live-writers", [*rows, {"known": [bug]}])
-            pytest.xfail(f"known bug {bug} ({e})")
+        _, codes = crash_check(root, known, allowed=live)
         rows.append(
             {
                 "in_flight": "merge" if len(lines) == 1 else "read",
@@ -558,30 +481,13 @@ def store_with_file(path: Path) -> HDF5Engine:
     return e
 
 
-VLEN_REDO = pytest.mark.xfail(
-    strict=True,
-    reason="known bug vlen-redo: the redo of a merge whose journal was applied but not "
-    "flushed fails with 'bad heap index' (store/shards/name rewritten in place)",
-)
-
-
-@pytest.mark.parametrize(
-    "at, action",
-    [
-        ("staged", "file"),
-        ("journal", "file"),
-        ("apply", "file"),
-        ("applied", "file"),
-        ("staged", "merge"),
-        ("journal", "merge"),
-        ("apply", "merge"),
-        pytest.param("applied", "merge", marks=VLEN_REDO),
-    ],
-)
+@pytest.mark.parametrize("action", ["file", "merge"])
+@pytest.mark.parametrize("at", ["staged", "apply", "applied"])
 def test_kill_at_each_transaction_step(zygote, tmp_path, at, action):
-    """Killed with the data staged, the journal complete, the journal partly applied
-    or wholly applied but not flushed: the next open discards or redoes the
-    transaction, whole (a merged append is never lost)."""
+    """Killed with the data staged, the first publish operation applied and flushed,
+    or every operation applied but not flushed: the undo log takes the root back to
+    before the session, whole (a merged append is never lost: its shard still holds
+    it, and the next read merges it again)."""
     root = tmp_path / "store.h5"
     store_with_file(root)
     status = zygote.wait(
@@ -590,12 +496,12 @@ def test_kill_at_each_transaction_step(zygote, tmp_path, at, action):
         )
     )
     assert status["signal"] == signal.SIGKILL, (tmp_path / "stderr").read_text()
-    codes = {f.code for f in check(root).findings}
-    assert ("journal" in codes) == (at != "staged")
+    report = check(root)
+    assert report.ok, [f.to_dict() for f in report.errors]
+    assert "interrupted-session" in {f.code for f in report.findings}
     engine = HDF5Engine(root)
     if action == "file":
-        new = at != "staged"
-        assert engine.files.load("f0")[0] == ("new content" if new else "old content")
+        assert engine.files.load("f0")[0] == "old content"
     else:  # the first merge's 2 cells, and the 3 appended (and committed) after it
         pos = PlacementSet(engine, M.CELLS).load_positions()
         want = np.concatenate([M.positions(0, 2, 0), M.positions(1, 3, 0)])
@@ -604,11 +510,6 @@ def test_kill_at_each_transaction_step(zygote, tmp_path, at, action):
     assert {f.code for f in check(root).findings} <= RECLAIMABLE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug journal-is-error: check reports an interrupted (complete) "
-    "journal as an error, so a store killed mid-publish fails `check`",
-)
 def test_check_passes_after_a_kill_mid_publish(zygote, tmp_path):
     root = tmp_path / "store.h5"
     store_with_file(root)
@@ -617,31 +518,47 @@ def test_check_passes_after_a_kill_mid_publish(zygote, tmp_path):
     assert report.ok, [f.to_dict() for f in report.errors]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug truncated-root: a root shorter than its superblock's end-of-file "
-    "address (a kill inside HDF5's flush or close) cannot be opened or repaired",
-)
-def test_root_killed_inside_an_hdf5_flush_opens(tmp_path):
-    """The state a kill inside ``H5Fflush``/``H5Fclose`` leaves, made on purpose: the
-    superblock records an end of file past the file's last written byte."""
+def test_root_cut_inside_an_hdf5_close_is_rolled_back(tmp_path):
+    """The state a kill inside ``H5Fclose`` can leave, made on purpose through the
+    session's own file object: the superblock already records an end of file past
+    the file's last byte (HDF5 refuses such a file: "truncated file"), other pages are
+    half written. The undo log takes the root back to its last committed state."""
+    from bsb_store.core.writes.undo import UndoFile, has_undo
+
     root = tmp_path / "store.h5"
     store_with_file(root)
-    size = os.path.getsize(root)
-    with open(root, "r+b") as f:  # version-0 superblock: end-of-file address at 40
-        f.seek(40)
-        f.write(struct.pack("<Q", size + 2048))
-    assert stored_eof(root) == size + 2048
+    before = (root.read_bytes(), os.path.getsize(root))
+    session = UndoFile(str(root))  # what `_write` opens, minus its lock and HDF5
+    session.seek(40)  # version-0 superblock: the end-of-file address
+    session.write(struct.pack("<Q", before[1] + 2048))
+    session.seek(before[1] // 2)
+    session.write(b"torn" * 64)
+    session.close()  # the process dies: no commit
+    assert stored_eof(root) == before[1] + 2048 and has_undo(str(root))
+    assert not check(root).errors
     engine = HDF5Engine(root)
     assert engine.files.load("f0")[0] == "old content"
+    assert root.read_bytes() == before[0] and not has_undo(str(root))
     assert check(root).ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug unreadable-dead-shard: merging the shard of a writer killed before "
-    "its first flush warns PendingDataWarning although nothing committed was lost",
-)
+def test_truncated_root_without_undo_log_is_refused_unchanged(tmp_path):
+    """A root shorter than its superblock says, with no undo log (cut by something
+    else than a bsb-store session), is refused with an error naming it and kept."""
+    root = tmp_path / "store.h5"
+    store_with_file(root)
+    size = os.path.getsize(root)
+    with open(root, "r+b") as f:
+        f.seek(40)
+        f.write(struct.pack("<Q", size + 2048))
+    data = root.read_bytes()
+    with pytest.raises(NotAStoreError, match="truncated"):
+        HDF5Engine(root).files.load("f0")
+    with pytest.raises(NotAStoreError, match="truncated"):
+        check(root)
+    assert root.read_bytes() == data
+
+
 def test_shard_of_a_writer_killed_while_starting_is_dropped_silently(tmp_path):
     root = tmp_path / "store.h5"
     store_with_file(root)
@@ -687,29 +604,25 @@ def cut_at(zygote, workdir: Path, template: Path, scenario: str, limit: int):
     return root, read_report(str(workdir / "report"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug torn-flush: HDF5 flushes are not atomic; a kill between two of "
-    "their writes leaves a root that cannot be opened, recovered or checked",
-)
 @pytest.mark.parametrize("scenario", list(CRASH_POINTS))
 def test_kill_at_every_write_of_a_transaction(
     zygote, crash_point_template, tmp_path, scenario
 ):
-    """The root is opened through a file object that kills the process at its n-th
-    write, for every n the operation makes: every state HDF5 can leave on disk when a
-    transaction (merge, file store, label, ...) is cut, including inside its flushes."""
+    """The process is killed instead of its n-th write to the root or its undo log,
+    for every n the operation makes: every state a write session (merge, file store,
+    label, ...) can leave on disk, including inside HDF5's flushes and inside the
+    undo log, is rolled back to the returned calls; the uncut run holds the call."""
     done, op = CRASH_POINTS[scenario]
     ops = [*done, op]
     _, lines = cut_at(zygote, tmp_path / "dry", crash_point_template, scenario, 10**9)
     total = int(lines[-1].split(":")[1])
     assert total > 10
     rows = []
-    for limit in range(total):
+    for limit in range(total + 1):  # the last one is not cut: the commit point passed
         root, lines = cut_at(
             zygote, tmp_path / str(limit), crash_point_template, scenario, limit
         )
-        assert lines == ["ready"]
+        assert lines == (["ready"] if limit < total else ["ready", f"done:{total}"])
         where = f"scenario={scenario} killed before write {limit} of {total}"
         known: list[str] = []
         try:
@@ -727,5 +640,5 @@ def test_kill_at_every_write_of_a_transaction(
     record(f"crash-points[{scenario}]", rows)
     print(summarize(rows))
     states = collections.Counter(r["state"] for r in rows)
-    if op["kind"] != "read":  # the cut falls before and after the publish point
+    if op["kind"] != "read":  # cut before the commit point (undone), and after it
         assert states["returned"] and states["in-flight"], summarize(rows)

@@ -551,11 +551,6 @@ def test_non_str_labels_are_refused(tmp_path):
     assert ps.get_labelled(["a"]).tolist() == [1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug float-ids: float ids that are inf/NaN or beyond int64 make numpy "
-    "warn (an error under -W error) and are cast to INT64_MIN before being checked",
-)
 @pytest.mark.parametrize("bad", [np.inf, 1e30])
 def test_non_finite_float_ids_get_a_clear_error(store, bad):
     cs = ConnectivitySet(store, "cells_to_cells")
@@ -565,21 +560,11 @@ def test_non_finite_float_ids_get_a_clear_error(store, bad):
             cs.chunk_connect((0, 0, 0), (0, 0, 0), [[0, bad, -1]], [[0, -1, -1]])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug empty-encoding: an unknown encoding name is accepted (and "
-    "recorded) for empty bytes, because Python decodes b'' without a codec lookup",
-)
 def test_unknown_encoding_is_refused(store):
     with pytest.raises(StoreError, match="nope"):
         store.files.store(b"", id="enc", encoding="nope", overwrite=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug int-overflow: the format layer's Scalar(Attr(int)) lets an int "
-    "beyond int64 reach h5py, which raises a bare OverflowError",
-)
 @pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 10**30])
 def test_huge_int_scalar_is_refused(sample_file, value):
     f = SampleH5(sample_file, mode="r+")
@@ -589,11 +574,6 @@ def test_huge_int_scalar_is_refused(sample_file, value):
     assert digest(sample_file) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug json-keys: the format layer's Json accessor stores {0: 1} and "
-    "loads {'0': 1} (json.dumps turns keys into str) instead of refusing the key",
-)
 def test_json_refuses_non_str_keys(sample_file):
     f = SampleH5(sample_file, mode="r+")
     if unchanged_on_error(sample_file, lambda: f.meta.store({0: 1})):
@@ -613,11 +593,6 @@ def test_empty_complex_cells_are_refused_cleanly(store):
             ps.label(["a"], np.array([], dtype=complex))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug uint64-wrap: unsigned ids >= 2**63 are cast to int64 without a "
-    "check, so 2**64 - 1 is silently stored as -1",
-)
 def test_huge_unsigned_ids_are_refused(store):
     cs = ConnectivitySet(store, "cells_to_cells")
     src = np.array([[0, 2**64 - 1, 2**64 - 1]], dtype=np.uint64)
@@ -726,11 +701,6 @@ def test_hostile_files_get_a_clear_error_and_stay_unchanged(tmp_path, kind):
     assert HDF5Engine.recognizes(path) == (kind in ("newer-version", "missing-groups"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug lock-litter: a read through the engine leaves '<root>.lock' next "
-    "to a file that is not a store (maintenance removes the one it creates)",
-)
 @pytest.mark.parametrize("kind", ["zero-byte", "foreign-hdf5"])
 def test_hostile_files_get_no_sidecar(tmp_path, kind):
     make, error = HOSTILE[kind]
@@ -788,12 +758,6 @@ def test_missing_root(tmp_path):
     assert not path.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug shard-version: the shard format version (@bsb_store_shard) is "
-    "never checked; a newer or foreign shard makes every read fail with a bare "
-    "JSONDecodeError/IndexError",
-)
 def test_newer_shard_is_not_merged_blindly(tmp_path):
     """A shard of a newer format (or a foreign file among the shards) does not break
     or corrupt the store: the merge skips it with a warning, or refuses with a

@@ -108,49 +108,11 @@ def execute(engine, ps, cs, op: M.Op) -> None:
         raise ValueError(kind)
 
 
-def mark_flushes(root: str, path: str) -> None:
-    """Keep one byte in ``path`` saying whether this process is inside HDF5's flush or
-    close of the root opened for writing (``1``) or not (``0``), so that the test can
-    tell kills inside a flush (see ``torn-flush`` in test_crash.py) from the others."""
-    from bsb_store.core import engine as engine_module
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    os.pwrite(fd, b"0", 0)
-    real_open = engine_module._open
-
-    def wrap(method):
-        def call(*args, **kwargs):
-            os.pwrite(fd, b"1", 0)
-            try:
-                return method(*args, **kwargs)
-            finally:
-                os.pwrite(fd, b"0", 0)
-
-        return call
-
-    def marking_open(p: str, mode: str):
-        f = real_open(p, mode)
-        if mode != "r" and p == os.path.abspath(root):
-            f.flush, f.close = wrap(f.flush), wrap(f.close)
-        return f
-
-    engine_module._open = marking_open
-
-
-def inside_flush(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(1) == b"1"
-    except FileNotFoundError:
-        return False
-
-
 def run_plan(root: str, report: str, seed: int, focus: str, n: int) -> None:
     """Execute ``plan(seed, focus, n)``, reporting ``ready`` and then the index of
     every operation that returned; then wait to be killed."""
     from bsb_store.core import ConnectivitySet, HDF5Engine, PlacementSet
 
-    mark_flushes(root, report + ".flush")
     ops = M.plan(seed, focus, n)
     out = Report(report)
     engine = HDF5Engine(root)
@@ -213,7 +175,6 @@ def consolidate(root: str, report: str) -> None:
     """Read the store in a loop (every read merges pending shard data first)."""
     from bsb_store.core import ConnectivitySet, HDF5Engine, PlacementSet
 
-    mark_flushes(root, report + ".flush")
     out = Report(report)
     engine = HDF5Engine(root)
     out.line("ready")
@@ -226,15 +187,12 @@ def consolidate(root: str, report: str) -> None:
 
 def die_in_transaction(root: str, report: str, at: str, action: str = "file") -> None:
     """Run ``action`` (``"file"``: overwrite file ``f0``; ``"merge"``: append cells and
-    read, which merges them; this process merged once before) in a transaction that SIGKILLs its own process at ``at``:
-    ``"staged"`` (data staged, no journal yet), ``"journal"`` (journal complete and
-    flushed, nothing applied), ``"apply"`` (the first publish operation applied and
-    flushed) or ``"applied"`` (every publish operation applied, not flushed)."""
+    read, which merges them; this process merged once before) in a transaction that
+    SIGKILLs its own process at ``at``: ``"staged"`` (data staged, nothing published),
+    ``"apply"`` (the first publish operation applied and flushed) or ``"applied"``
+    (every publish operation applied, not flushed)."""
     from bsb_store.core import HDF5Engine, PlacementSet
     from bsb_store.core.writes import txn
-
-    def die(*_args, **_kwargs):
-        os.kill(os.getpid(), signal.SIGKILL)
 
     real_apply = txn._apply
 
@@ -244,7 +202,7 @@ def die_in_transaction(root: str, report: str, at: str, action: str = "file") ->
             f.flush()
         elif at == "applied":
             real_apply(f, ops, payloads)
-        die()
+        os.kill(os.getpid(), signal.SIGKILL)
 
     engine = HDF5Engine(root)
     ps = PlacementSet(engine, M.CELLS) if action == "merge" else None
@@ -252,10 +210,7 @@ def die_in_transaction(root: str, report: str, at: str, action: str = "file") ->
         ps.append_data((0, 0, 0), M.positions(0, 2, 0))
         len(ps)
         ps.append_data((0, 0, 0), M.positions(1, 3, 0))  # ... the second rewrites it
-    if at == "staged":
-        txn._write_journal = die
-    else:
-        txn._apply = apply
+    txn._apply = apply
     Report(report).line("ready")
     if ps is not None:
         len(ps)
@@ -314,35 +269,25 @@ _crash_point_scenarios()
 
 
 def die_at_write(root: str, report: str, scenario: str, limit: int) -> None:
-    """Run the last operation of a crash-point scenario with the root opened through a
-    file object that SIGKILLs the process instead of doing its ``limit``-th write
-    (counting from the start of the operation). Reports ``done N`` (N writes) if it
-    returns."""
-    import io
-
-    import h5py
-
+    """Run the last operation of a crash-point scenario, SIGKILLing the process
+    instead of doing its ``limit``-th write to the root or to its undo log (counting
+    from the start of the operation: every byte a write session puts on disk goes
+    through :func:`bsb_store.core.writes.undo._pwrite`). Reports ``done:N`` (N writes)
+    if it returns."""
     from bsb_store.core import ConnectivitySet, HDF5Engine, PlacementSet
-    from bsb_store.core import engine as engine_module
+    from bsb_store.core.writes import undo
 
     writes = {"armed": False, "count": 0}
+    real_pwrite = undo._pwrite
 
-    class Tripwire(io.FileIO):
-        def write(self, data):
-            if writes["armed"]:
-                if writes["count"] >= limit:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                writes["count"] += 1
-            return super().write(data)
+    def tripwire(fd, data, offset):
+        if writes["armed"]:
+            if writes["count"] >= limit:
+                os.kill(os.getpid(), signal.SIGKILL)
+            writes["count"] += 1
+        return real_pwrite(fd, data, offset)
 
-    real_open = engine_module._open
-
-    def tripwire_open(path: str, mode: str):
-        if mode == "r+" and path == os.path.abspath(root):
-            return h5py.File(Tripwire(path, "r+"), mode)
-        return real_open(path, mode)
-
-    engine_module._open = tripwire_open
+    undo._pwrite = tripwire
     done, op = CRASH_POINTS[scenario]
     engine = HDF5Engine(root)
     ps, cs = PlacementSet(engine, M.CELLS), ConnectivitySet(engine, M.CONNS)

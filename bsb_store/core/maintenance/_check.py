@@ -10,7 +10,9 @@ from typing import Any
 import h5py
 
 from .. import layout
+from ..engine import _RootState
 from ..writes.txn import JOURNAL, STAGING
+from ..writes.undo import RollbackView, has_undo, undo_path
 from ._common import (
     ERROR,
     WARNING,
@@ -27,7 +29,8 @@ from ._common import (
     _shards,
     _ShardState,
 )
-from ._sets import SetChecks
+from ._redo import RedoFailed, redone
+from ._sets import _HDF5_ERRORS, BROKEN, SetChecks
 
 
 class _Checker(SetChecks):
@@ -38,6 +41,11 @@ class _Checker(SetChecks):
         self.path = path
         self.progress = progress
         self.findings: list[Finding] = []
+        #: Operations of the complete journal redone in memory before the checks
+        #: (``-1``: their list is unreadable), or None when there was none.
+        self.redone: int | None = None
+        #: Why redoing a complete journal in memory failed.
+        self.redo_error: str | None = None
         self.summary: dict[str, Any] = {
             "placement": {},
             "connectivity": {},
@@ -71,15 +79,16 @@ class _Checker(SetChecks):
                 f"{f.attrs['format_version']!r}, expected an integer in "
                 f"[1, {layout.FORMAT_VERSION}].",
             )
-        for g in ("store", *layout.GROUPS):
-            if not isinstance(f.get(g), h5py.Group):
+        groups = {g: self.node(f, g) for g in ("store", *layout.GROUPS)}
+        for g, obj in groups.items():
+            if obj is not BROKEN and not isinstance(obj, h5py.Group):
                 self.error(
                     "missing-group",
                     f"/{g}",
                     f"The required group '/{g}' is "
                     "missing: the file is not a complete bsb-store root.",
                 )
-        if not isinstance(f.get("store"), h5py.Group):
+        if not isinstance(groups["store"], h5py.Group):
             return False
         return self._store_datasets()
 
@@ -87,8 +96,10 @@ class _Checker(SetChecks):
         f, ok = self.f, True
         specs = {"store/state": (1,), "store/chunk_size": (3,)}
         for p, shape in specs.items():
-            ds = f.get(p)
-            if not isinstance(ds, h5py.Dataset) or ds.shape != shape:
+            ds = self.node(f, p)
+            if ds is BROKEN:
+                ok = False
+            elif not isinstance(ds, h5py.Dataset) or ds.shape != shape:
                 got = getattr(ds, "shape", "nothing")
                 self.error(
                     "store-dataset",
@@ -96,7 +107,10 @@ class _Checker(SetChecks):
                     f"'{p}' must be a dataset of shape {shape}, found {got}.",
                 )
                 ok = False
-        names, applied = f.get("store/shards/name"), f.get("store/shards/applied")
+        names = self.node(f, "store/shards/name")
+        applied = self.node(f, "store/shards/applied")
+        if names is BROKEN or applied is BROKEN:
+            return False
         if not isinstance(names, h5py.Dataset) or not isinstance(applied, h5py.Dataset):
             self.error(
                 "store-dataset",
@@ -124,35 +138,49 @@ class _Checker(SetChecks):
         return ok
 
     def transactions(self) -> None:
-        g = self.f.get(JOURNAL)
-        if g is not None:
-            if g.attrs.get("complete", 0):
-                try:
-                    n = len(json.loads(g.attrs["ops"]))
-                except (KeyError, ValueError):
-                    n = "?"
+        """The journal and staged objects of an interrupted transaction.
+
+        Neither is an error in itself: a complete journal is redone, an incomplete one
+        discarded, by the next writable open (or ``repair``), and the store is exact
+        afterwards. ``check`` judges the store as that leaves it (:func:`check` redoes
+        a complete journal in memory first, see :mod:`._redo`); only a journal whose
+        redo fails is an error."""
+        if self.redone is not None:
+            self.warn(
+                "journal",
+                JOURNAL,
+                "An interrupted transaction: its journal of "
+                f"{_count(self.redone)} operations is complete but was not fully "
+                "applied. The next writable open (or `bsb-store repair`) redoes it; "
+                "until then read-only readers refuse the store. This report checks "
+                "the store as the redo will leave it.",
+                repairable=True,
+            )
+        g = self.node(self.f, JOURNAL)
+        if g is not None and g is not BROKEN:
+            ops = _complete_journal(self.f)
+            if ops is not None:
                 self.error(
                     "journal",
                     JOURNAL,
-                    f"An interrupted transaction: its journal "
-                    f"of {n} operations is complete but was not fully applied. "
-                    "Read-only readers refuse the store, and the root file alone "
-                    "lacks the change, until `bsb-store repair` (or any writable "
-                    "open) redoes it.",
-                    repairable=True,
+                    f"An interrupted transaction: its journal of {_count(ops)} "
+                    "operations is complete but was not fully applied, and redoing "
+                    f"it fails ({self.redo_error or 'not attempted'}): the next "
+                    "writable open and `bsb-store repair` will fail the same way. "
+                    "The findings below are of the half-applied store.",
                 )
             else:
-                self.error(
+                self.warn(
                     "journal",
                     JOURNAL,
-                    "An incomplete transaction journal (the "
-                    "writer died before publishing): read-only readers refuse the "
-                    "store until `bsb-store repair` (or any writable open) discards "
-                    "it.",
+                    "An incomplete transaction journal (the writer died before "
+                    "publishing anything): the next writable open (or `bsb-store "
+                    "repair`) discards it; until then read-only readers refuse the "
+                    "store.",
                     repairable=True,
                 )
-        s = self.f.get(STAGING)
-        if s is not None:
+        s = self.node(self.f, STAGING)
+        if s is not None and s is not BROKEN:
             n = len(s) if isinstance(s, h5py.Group) else 1
             self.warn(
                 "staging",
@@ -171,6 +199,15 @@ class _Checker(SetChecks):
             s["live" if sh.alive else "dead"] += 1
             who = f"{'live' if sh.alive else 'dead'} writer '{sh.name}'"
             merged = applied.get(sh.name, 0)
+            if sh.unusable is not None:
+                self.error(
+                    "shard-format",
+                    sh.path,
+                    f"The shard of {who} cannot be merged by this bsb-store: "
+                    f"{sh.unusable} Merges skip it (with a warning) and nothing "
+                    "removes it; whatever it committed is not in the store.",
+                )
+                continue
             if sh.committed is None:
                 self._unreadable(sh, who, merged)
                 continue
@@ -280,15 +317,56 @@ class _Checker(SetChecks):
             ("placement", self.placement),
             ("connectivity", self.connectivity),
         ):
-            if isinstance(f.get(group), h5py.Group):
-                for name in self.progress(sorted(f[group]), f"{group} sets", None):
+            g = self.node(f, group)
+            if isinstance(g, h5py.Group):
+                for name in self.progress(sorted(g.keys()), f"{group} sets", None):
                     fn(name)
-        if isinstance(f.get("morphologies"), h5py.Group):
+        if isinstance(self.node(f, "morphologies"), h5py.Group):
             self.morphologies()
-        if isinstance(f.get("files"), h5py.Group):
+        if isinstance(self.node(f, "files"), h5py.Group):
             self.files()
         self.shards(shards_of(f), _applied(f))
         self.leftover_files()
+
+
+def _complete_journal(f: h5py.File) -> int | None:
+    """The number of operations of a complete journal in ``f`` (``-1`` if their list
+    cannot be read); None if there is no journal, or an incomplete or unopenable
+    one."""
+    try:
+        g = f[JOURNAL]
+        if not g.attrs.get("complete", 0):
+            return None
+    except _HDF5_ERRORS:
+        return None
+    try:
+        return len(json.loads(g.attrs["ops"]))
+    except (*_HDF5_ERRORS, TypeError):
+        return -1
+
+
+def _count(ops: int) -> str:
+    return "?" if ops < 0 else str(ops)
+
+
+def _run(c: _Checker, f: h5py.File, path: str, st: _RootState, interrupted: bool) -> None:
+    """Run the checks of ``c`` on ``f``, or, when ``f`` holds a complete journal, on
+    the store as the journal's redo will leave it (redone in memory; the file is not
+    touched). A redo that fails is reported, and ``f`` is checked as it is."""
+    ops = _complete_journal(f)
+    if ops is not None:
+        base: Any = RollbackView(path) if interrupted else open(path, "rb")  # noqa: SIM115
+        try:
+            with redone(base) as rf:
+                c.f, c.redone = rf, ops
+                try:
+                    c.run(lambda g: _shards(g, path, st))
+                finally:
+                    c.f = f
+            return
+        except RedoFailed as e:
+            c.redo_error = str(e)
+    c.run(lambda g: _shards(g, path, st))
 
 
 def check(
@@ -305,10 +383,25 @@ def check(
     :raises LockTimeoutError: another process held the store's lock too long.
     """
     with _session(root, locking, exclusive=False) as (path, st, _):
-        f = _open_root(path, "r")
+        interrupted = has_undo(path)  # under the shared lock: its writer is dead
+        f = _open_root(path, "r")  # as the rollback will leave it, if interrupted
         try:
             c = _Checker(f, path, progress or _quiet)
-            c.run(lambda f: _shards(f, path, st))
+            _run(c, f, path, st, interrupted)
         finally:
             f.close()
-    return CheckReport(path, c.findings, c.summary)
+    findings = c.findings
+    if interrupted:
+        findings.insert(
+            0,
+            Finding(
+                WARNING,
+                "interrupted-session",
+                undo_path(path),
+                "a writer died during a write session; its undo log restores the "
+                "root as it was before that session at the next open (or `repair`). "
+                "This report checks the root as restored.",
+                repairable=True,
+            ),
+        )
+    return CheckReport(path, findings, c.summary)

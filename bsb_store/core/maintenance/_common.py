@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -13,16 +14,23 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ...exceptions import FormatVersionError, NotAStoreError, StoreNotFoundError
+from ...exceptions import (
+    FormatError,
+    FormatVersionError,
+    NotAStoreError,
+    StoreNotFoundError,
+)
 from .. import layout
-from ..engine import HDF5Engine, _open, _RootState
+from ..engine import HDF5Engine, _open, _open_session, _RootState
 from ..locking import SidecarLock
 from ..writes.shard import (
+    check_shard_format,
     list_shards,
     read_commit_hint,
     shard_paths,
     writer_alive,
 )
+from ..writes.undo import has_undo, open_view, rollback
 
 #: ``progress(items, description, total)`` wraps an iterable to report progress.
 ProgressFn = Callable[[Iterable[Any], str, int | None], Iterable[Any]]
@@ -170,9 +178,22 @@ def _precheck(path: str) -> None:
 
 
 def _open_root(path: str, mode: str) -> h5py.File:
-    """The root opened in ``mode``, after checking it is a store this version reads."""
+    """The root opened in ``mode``, after checking it is a store this version reads.
+
+    Read-only, a root with a dead writer's undo log is seen as the rollback will
+    leave it (:class:`~bsb_store.core.writes.undo.RollbackView`), without changing
+    it; writable opens go through :func:`_writable_root`."""
     try:
-        f = _open(path, mode)
+        if mode == "r" and has_undo(path):
+            f, _view = open_view(path)  # the view closes with its last reference
+        else:
+            f = _open(path, mode)
+    except OSError as e:
+        raise NotAStoreError(
+            f"'{path}' is not a bsb-store file: it cannot be opened as HDF5, it is "
+            f"truncated or damaged ({e}).",
+            path=path,
+        ) from e
     except NotAStoreError as e:
         raise NotAStoreError(
             f"'{path}' is not a bsb-store file: it cannot be opened as HDF5, it is "
@@ -198,6 +219,32 @@ def _open_root(path: str, mode: str) -> h5py.File:
         f.close()
         raise
     return f
+
+
+@contextlib.contextmanager
+def _writable_root(path: str, st: _RootState) -> Iterator[tuple[h5py.File, list[str]]]:
+    """The root opened for one crash-atomic write session (exclusive lock held).
+
+    A dead writer's unfinished session is rolled back first (said in the yielded
+    action list); the session is kept when the body returns and undone when it
+    raises, like the engine's own writes."""
+    actions: list[str] = []
+    if rollback(path):
+        st.lock.bump_generation()
+        actions.append("rolled back the unfinished write session of a dead writer")
+    f = _open_root(path, "r")  # validates format and version first
+    f.close()
+    st.lock.bump_generation()
+    f, session = _open_session(path)
+    try:
+        try:
+            yield f, actions
+        finally:
+            f.close()
+    except BaseException:
+        session.abort()
+        raise
+    session.commit()
 
 
 def _int_attr(obj: h5py.HLObject, name: str) -> int | None:
@@ -249,6 +296,9 @@ class _ShardState:
     log_rows: int | None = None
     pending_calls: int = 0
     pending_records: int = 0
+    #: Why the shard must not be merged nor removed: a newer shard format, a foreign
+    #: file, or committed rows that do not decode (None for a usable shard).
+    unusable: str | None = None
 
 
 def _read_shard(path: str, start: int, own: Any, locking: str) -> _ShardState:
@@ -270,12 +320,48 @@ def _read_shard(path: str, start: int, own: Any, locking: str) -> _ShardState:
         with lock.shared():
             state.hint = max(state.hint, read_commit_hint(lock_file))
             with h5py.File(path, "r", locking=False) as sf:
+                if not check_shard_format(sf):
+                    return state  # torn at its first flush: unreadable
                 committed = max(state.hint, int(sf["committed"][0]))
-                return _shard_numbers(state, sf["log"], committed, start)
-    except (OSError, KeyError, ValueError):
+                _shard_numbers(state, sf["log"], committed, start)
+                _check_streams(sf, state, start)
+                return state
+    except FormatError as e:  # FormatVersionError included
+        state.unusable = str(e)
+        return state
+    except (OSError, KeyError, ValueError, IndexError):
         return state
     finally:
         lock.close()
+
+
+def _check_streams(sf: h5py.File, state: _ShardState, start: int) -> None:
+    """Decode the stream names the unmerged committed log rows use (cheap: no data
+    rows are read), so that ``check`` reports a shard whose merge would fail.
+
+    :raises FormatError: a stream name is missing or not a JSON list.
+    """
+    committed = state.committed or 0
+    if committed <= start:
+        return
+    sids = sf["log"][start:committed, 1]
+    names = sf["streams"]
+    try:
+        if int(sids.min()) < 0 or int(sids.max()) >= names.shape[0]:
+            raise IndexError(
+                f"log rows name streams {int(sids.min())}..{int(sids.max())}, the "
+                f"shard has {names.shape[0]}"
+            )
+        for raw in names[: int(sids.max()) + 1]:
+            text = raw.decode() if isinstance(raw, bytes) else raw
+            if not isinstance(json.loads(text), list):
+                raise ValueError(f"stream name {text!r:.60} is not a JSON list")
+    except (ValueError, TypeError, IndexError, UnicodeDecodeError) as e:
+        raise FormatError(
+            f"Shard '{state.path}': its committed log rows from {start} on cannot be "
+            f"decoded ({type(e).__name__}: {e}).",
+            path=state.path,
+        ) from e
 
 
 def _shard_numbers(
@@ -322,7 +408,9 @@ def _orphan_sidecars(path: str) -> list[str]:
 
 
 def _compact_temps(path: str) -> list[str]:
-    return sorted(glob.glob(glob.escape(path) + ".compact-*.tmp"))
+    """Files a killed ``compact`` or ``create`` left beside the root."""
+    stem = glob.escape(path)
+    return sorted(glob.glob(stem + ".compact-*.tmp") + glob.glob(stem + ".create-*.tmp"))
 
 
 # --------------------------------------------------------------------------- check

@@ -12,8 +12,10 @@ import numpy as np
 
 from .. import layout
 from ..resources import connectivity as conn_res
+from ..resources import labels as labels_res
 from ..resources import placement as place_res
 from ..writes.txn import JOURNAL
+from ..writes.undo import has_undo
 from ._common import _int_attr, _open_root, _session, _shards
 
 
@@ -65,6 +67,8 @@ def _describe(f: h5py.File, path: str) -> dict[str, Any]:
         "morphologies": _describe_morphologies(f, stored),
         "files": _describe_files(f, stored),
         "interrupted_transaction": JOURNAL in f,
+        # A dead writer's session: the summary describes the root as rolled back.
+        "interrupted_session": has_undo(path),
     }
     out["sizes"] = {"file_bytes": os.path.getsize(path), "data_bytes": stored["bytes"]}
     return out
@@ -95,10 +99,14 @@ def _describe_sets(f: h5py.File, group: str, width: int, stored: dict[str, int])
             stored["bytes"] += row * int(counts.sum())
         if width == 1:
             names = g.get("morphology_names")
+            # Label-set ids live in a flat column beside the chunk table.
+            ids = g.get(f"{labels_res.GROUP}/values")
+            if isinstance(ids, h5py.Dataset):
+                stored["bytes"] += ids.size * ids.dtype.itemsize
             out[name] = {
                 "cells": int(counts.sum()),
                 "chunks": len(keys),
-                "columns": list(columns),
+                "columns": [*columns, *(["labels"] if ids is not None else [])],
                 "morphology_names": 0 if names is None else len(names),
             }
         else:
@@ -138,5 +146,5 @@ def _describe_files(f: h5py.File, stored: dict[str, int]) -> dict[str, Any]:
 
 
 def _add_bytes(obj: Any, stored: dict[str, int]) -> None:
-    if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "biufc":
+    if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "biufcV":  # V: compound
         stored["bytes"] += obj.size * obj.dtype.itemsize

@@ -20,11 +20,11 @@ from ._common import (
     RepairReport,
     _applied,
     _compact_temps,
-    _open_root,
     _orphan_sidecars,
     _session,
     _shards,
     _ShardState,
+    _writable_root,
 )
 
 
@@ -58,32 +58,28 @@ def _repair_root(path: str, st: _RootState, locking: str) -> list[str]:
     """Journal, staging and shard merging, in one writable open (lock held)."""
     if st.writer is not None:
         st.writer.commit_pending()
-    f = _open_root(path, "r+")
     actions: list[str] = []
     changed = False
     retired: list[str] = []
     shards: dict[str, _ShardState] = {}
-    try:
+    with _writable_root(path, st) as (f, rolled_back):
+        actions += rolled_back
         recovered, changed = _recover_journal(f)
         actions += recovered
         shards = {s.name: s for s in _shards(f, path, st)}
         merged, retired = _merge(f, path, st, locking, shards)
         changed = changed or bool(merged)
         actions += merged
-    except BaseException:
-        with contextlib.suppress(Exception):
-            if STAGING in f:
-                del f[STAGING]
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            f.flush()
-        f.close()
-        if changed:
-            st.lock.bump_generation()
+    if changed:
+        st.lock.bump_generation()
     for p in retired:
         sh = shards.get(os.path.basename(p)[:-3])
         remove_shard(p)
+        if sh is not None and sh.committed is None:  # retired by the merge as empty
+            actions.append(
+                f"removed the empty, unreadable shard of dead writer '{sh.name}'"
+            )
+            continue
         actions.append(f"removed the merged shard of dead writer '{os.path.basename(p)}'")
         if (
             sh is not None
@@ -97,6 +93,7 @@ def _repair_root(path: str, st: _RootState, locking: str) -> list[str]:
     for sh in shards.values():
         if (
             sh.committed is None
+            and sh.unusable is None  # a newer or foreign shard is never removed
             and not sh.alive
             and sh.hint <= 0
             and os.path.exists(sh.path)

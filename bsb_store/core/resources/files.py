@@ -24,6 +24,7 @@ the active configuration replaces the previous one in the same transaction.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import time
@@ -97,10 +98,28 @@ def _utf8(text: str) -> bool:
 
 
 def _parse_encoding(encoding: Any) -> str:
+    """``encoding`` if it names a text encoding Python knows, else a clear error.
+
+    The codec is looked up explicitly: Python encodes ``""`` and decodes ``b""``
+    without a lookup, so an unknown name would otherwise be recorded for empty content.
+
+    :raises InvalidInputError: not a non-empty str, an unknown codec, or a codec that
+        is not a text encoding (``"base64"``, ``"rot13"``, ...).
+    """
     if not isinstance(encoding, str) or not encoding:
         raise InvalidInputError(
             f"Invalid encoding {encoding!r}: expected the name of a text encoding such "
             "as 'utf-8'.",
+            encoding=encoding,
+        )
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, ValueError, UnicodeError) as e:
+        raise _bad_encoding(encoding, e) from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise InvalidInputError(
+            f"Encoding {encoding!r} is not a text encoding (codec {info.name!r} does "
+            "not turn bytes into str); expected one such as 'utf-8'.",
             encoding=encoding,
         )
     return encoding
@@ -149,7 +168,7 @@ def encode_content(content: Any, encoding: str | None) -> tuple[bytes, str | Non
     )
 
 
-def _bad_encoding(encoding: str, e: LookupError) -> InvalidInputError:
+def _bad_encoding(encoding: str, e: Exception) -> InvalidInputError:
     return InvalidInputError(
         f"Unknown text encoding {encoding!r} ({e}).", encoding=encoding
     )

@@ -9,6 +9,9 @@ import numpy as np
 
 from ...exceptions import DtypeError, InvalidInputError, ShapeError
 
+_INT64_MAX = int(np.iinfo(np.int64).max)
+_TWO_63 = 2.0**63
+
 
 def parse_name(obj: Any, what: str) -> str:
     """A set, key or file name: a non-empty str (or an object with ``.name``) that can
@@ -65,17 +68,76 @@ def as_float_rows(value: Any, width: int, what: str, finite: bool = False) -> np
     return arr
 
 
+def as_int64(arr: np.ndarray, what: str, noun: str = "values") -> np.ndarray:
+    """``arr`` converted to int64 without losing or changing a value.
+
+    Integer arrays must fit int64 (unsigned values ``>= 2**63`` are refused rather than
+    wrapped); float arrays must hold finite whole numbers within int64. The checks run
+    before any cast, so numpy never warns and nothing is silently rounded or wrapped.
+
+    :param arr: the array to convert (any shape).
+    :param what: what the array is, for messages (e.g. ``"src_locs"``).
+    :param noun: what its elements are, for messages (e.g. ``"indices"``).
+    :raises DtypeError: the dtype is neither integer nor real floating point (bool,
+        complex, text, objects, ...).
+    :raises InvalidInputError: a value is not finite, not whole, or outside int64.
+    """
+    kind = arr.dtype.kind
+    if kind not in "iuf":
+        raise DtypeError(
+            f"{what} {noun} must be integers, got dtype {arr.dtype}.",
+            what=what,
+            dtype=str(arr.dtype),
+        )
+    if kind == "i" or not arr.size:
+        return arr.astype(np.int64, copy=False)
+    if kind == "u":
+        big = arr > _INT64_MAX
+        if np.any(big):
+            raise InvalidInputError(
+                f"{what} {noun} must be integers that fit int64 (at most "
+                f"{_INT64_MAX}), got {_first(arr, big)}.",
+                what=what,
+            )
+        return arr.astype(np.int64)
+    if arr.dtype.itemsize < 8:  # exact in float64, where 2**63 can be compared
+        arr = arr.astype(np.float64)
+    finite = np.isfinite(arr)
+    if not np.all(finite):
+        raise InvalidInputError(
+            f"{what} {noun} must be finite integers, got {_first(arr, ~finite)}.",
+            what=what,
+        )
+    # 2**63 is exact in every float type; INT64_MAX is not (it rounds up to 2**63).
+    outside = (arr >= _TWO_63) | (arr < -_TWO_63)
+    if np.any(outside):
+        raise InvalidInputError(
+            f"{what} {noun} must be integers within int64 (|x| < 2**63), got "
+            f"{_first(arr, outside)}.",
+            what=what,
+        )
+    fractional = np.mod(arr, 1) != 0
+    if np.any(fractional):
+        raise DtypeError(
+            f"{what} {noun} must be integers, got {_first(arr, fractional)} (dtype "
+            f"{arr.dtype}).",
+            what=what,
+            dtype=str(arr.dtype),
+        )
+    return arr.astype(np.int64)
+
+
+def _first(arr: np.ndarray, bad: np.ndarray) -> str:
+    """The first offending value of ``arr`` (where ``bad``), for messages."""
+    return repr(arr[bad].reshape(-1)[0].item())
+
+
 def as_index_rows(value: Any, bound: int, what: str) -> np.ndarray:
     """(n,) int64 indices in ``[-1, bound)`` (-1: none)."""
     arr = np.asarray(value)
     if arr.size == 0:
         return np.empty(0, dtype=np.int64)
-    if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0):
-            arr = arr.astype(np.int64)
-        else:
-            raise DtypeError(f"{what} indices must be integers, got {arr.dtype}.")
-    arr = arr.reshape(-1).astype(np.int64)
+    arr = as_int64(arr, what, "indices").reshape(-1)
     if arr.min() < -1 or arr.max() >= bound:
         raise InvalidInputError(
             f"{what} indices must lie in [-1, {bound}) (the names given), got values "
@@ -90,13 +152,9 @@ def as_locations(value: Any, what: str) -> np.ndarray:
     arr = np.asarray(value)
     if arr.size == 0:
         return np.empty((0, 3), dtype=np.int64)
-    if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0):
-            arr = arr.astype(np.int64)
-        else:
-            raise DtypeError(f"{what} must be integers, got dtype {arr.dtype}.")
+    arr = as_int64(arr, what)
     if arr.ndim == 1:
-        arr = np.column_stack([arr, np.full((len(arr), 2), -1)])
+        arr = np.column_stack([arr, np.full((len(arr), 2), -1, dtype=np.int64)])
     if arr.ndim != 2 or arr.shape[1] != 3:
         raise ShapeError(f"{what} must have shape (n, 3) or (n,), got {arr.shape}.")
-    return arr.astype(np.int64, copy=False)
+    return arr

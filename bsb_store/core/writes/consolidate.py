@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from ...exceptions import PendingDataWarning
+from ...exceptions import FormatError, PendingDataWarning
 from ..locking import LockingMode, SidecarLock
 from .shard import (
     Call,
     ShardWriter,
+    check_shard_format,
     list_shards,
     read_calls,
     read_commit_hint,
@@ -100,7 +101,7 @@ def consolidate(
             dead = not writer_alive(path)
             if hint <= start and not dead:
                 continue
-            calls, committed = _read_foreign(path, start, locking, hint)
+            calls, committed = _read_foreign(path, start, locking, hint, dead)
             if dead and committed is not None:
                 retired.append(path)
         if not calls:
@@ -123,27 +124,68 @@ def consolidate(
     return retired
 
 
-def _read_foreign(path: str, start: int, locking: LockingMode, hint: int):
+def _read_foreign(
+    path: str, start: int, locking: LockingMode, hint: int, dead: bool
+) -> tuple[list[Call], int | None]:
     """Read another process's committed calls under its shard's shared lock. The commit
-    record is the count in the shard's lock file; a closed shard also keeps a copy."""
-    lock = SidecarLock(shard_paths(path)[0], locking)
+    record is the count in the shard's lock file; a closed shard also keeps a copy.
+
+    Returns the calls and the committed log row count, or ``None`` for the count when
+    the shard must stay (it is not retired even if its writer is dead):
+
+    * a shard of this format that cannot be read or whose committed rows do not
+      decode, although its writer committed rows (or still runs): warned about
+      (PendingDataWarning), kept for ``repair`` and inspection;
+    * a shard of a newer format, or a foreign file: warned about and never merged, so
+      the root is never changed by data this bsb-store does not understand.
+
+    A dead writer's shard that cannot be read (or is torn: no format attribute, or
+    missing datasets) and whose commit record is 0 (absent or zero) is a writer killed
+    while it created the shard, before its first flush: it committed nothing, so
+    nothing is lost; it is retired silently (count 0).
+    """
+    lock_path = shard_paths(path)[0]
+    lock = SidecarLock(lock_path, locking)
     try:
         with lock.shared():
-            committed = max(hint, read_commit_hint(shard_paths(path)[0]))
+            committed = max(hint, read_commit_hint(lock_path))
             try:
                 with h5py.File(path, "r", locking=False) as sf:
+                    try:
+                        ours = check_shard_format(sf)
+                    except FormatError as e:  # a newer format, or not a shard
+                        warnings.warn(
+                            f"Shard '{path}' is skipped, not merged: {e} Its data "
+                            "stays in the shard.",
+                            PendingDataWarning,
+                            stacklevel=3,
+                        )
+                        return [], None
+                    if not ours:
+                        raise _Unreadable("it has no format attribute (torn creation)")
                     committed = max(committed, int(sf["committed"][0]))
                     return read_calls(sf, start, committed)
-            except (OSError, KeyError) as e:
-                # A writer killed before its shard's first flush: nothing committed.
+            # FormatError (rows that do not decode) is an OSError too.
+            except (_Unreadable, OSError, KeyError, ValueError, IndexError) as e:
+                if dead and committed <= 0:
+                    # Killed before its first flush: nothing committed, nothing lost.
+                    return [], 0
                 warnings.warn(
-                    f"Shard '{path}' could not be read ({e}); treating it as empty.",
+                    f"Shard '{path}' could not be read ({e}); its writer "
+                    f"{'died' if dead else 'runs'} and committed {committed} log "
+                    f"records ({max(0, committed - start)} not merged yet), which "
+                    "cannot be merged. The shard is kept; `bsb-store check` reports "
+                    "it.",
                     PendingDataWarning,
                     stacklevel=3,
                 )
                 return [], None
     finally:
         lock.close()
+
+
+class _Unreadable(Exception):
+    """A shard file without its format attribute (torn at its first flush)."""
 
 
 def _dispatch(txn: Transaction, calls: list[Call]) -> None:

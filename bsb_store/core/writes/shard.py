@@ -36,9 +36,15 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ...exceptions import FormatError, FormatVersionError
 from ..locking import LockingMode, SidecarLock, try_exclusive
 
 _COUNT = struct.Struct("<q")
+#: The shard file format this bsb-store writes and reads (attribute ``bsb_store_shard``).
+SHARD_FORMAT = 1
+#: The objects a shard file of format 1 holds; a file without ``bsb_store_shard`` that
+#: holds nothing else is a shard whose writer died before its first flush finished.
+SHARD_OBJECTS = frozenset({"log", "committed", "streams", "s"})
 _STR = h5py.string_dtype()
 LOG_COLUMNS = 6  # seq, stream, key0, key1, start, nrows
 #: Deferred (buffered) records are committed once they hold this many bytes.
@@ -84,6 +90,30 @@ def read_commit_hint(lock_path: str) -> int:
     return _COUNT.unpack(data)[0] if len(data) == _COUNT.size else 0
 
 
+def _append_rows(ds: h5py.Dataset, start: int, rows: np.ndarray) -> None:
+    """Grow ``ds`` to ``start + len(rows)`` rows and write ``rows`` at ``start``.
+
+    The append path's hot spot: numeric rows go through h5py's low-level API (one
+    extent change, one hyperslab, one write: a fraction of the high-level slicing
+    machinery's cost); strings take the high-level path, which converts them."""
+    n = len(rows)
+    end = start + n
+    if rows.dtype.kind in "OUS":
+        ds.resize(end, axis=0)
+        if n:
+            ds[start:end] = rows
+        return
+    rest = rows.shape[1:]
+    ds.id.set_extent((end, *rest))
+    if not n:
+        return
+    fspace = ds.id.get_space()
+    fspace.select_hyperslab((start, *(0 for _ in rest)), (n, *rest))
+    mspace = h5py.h5s.create_simple((n, *rest))
+    data = np.ascontiguousarray(rows, dtype=ds.dtype)
+    ds.id.write(mspace, fspace, data)
+
+
 class ShardWriter:
     """The append side of one process's shard file."""
 
@@ -96,7 +126,7 @@ class ShardWriter:
         self.lock = SidecarLock(lock_path, locking)
         self._tlock = threading.RLock()
         self._file = h5py.File(self.path, "w", locking=False)
-        self._file.attrs["bsb_store_shard"] = 1
+        self._file.attrs["bsb_store_shard"] = SHARD_FORMAT
         self._file.attrs["pid"] = os.getpid()
         self._log = self._file.create_dataset(
             "log",
@@ -114,6 +144,7 @@ class ShardWriter:
         self._file.flush()
         self._streams: dict[tuple[Any, ...], int] = {}
         self._data: dict[int, h5py.Dataset] = {}
+        self._lengths: dict[int, int] = {}  # rows in each data dataset
         self._seq = 0
         self.committed = 0
         self._pending: list[list[Record]] = []
@@ -168,15 +199,14 @@ class ShardWriter:
                     sid = self._stream_id(r)
                     start = -1
                     if r.rows is not None:
-                        ds = self._data[sid]
-                        start = ds.shape[0]
-                        ds.resize(start + r.nrows, axis=0)
-                        if r.nrows:
-                            ds[start:] = r.rows
+                        start = self._lengths.get(sid, 0)
+                        _append_rows(self._data[sid], start, r.rows)
+                        self._lengths[sid] = start + r.nrows
                     log_rows.append((self._seq, sid, r.key0, r.key1, start, r.nrows))
-            n = self._log.shape[0]
-            self._log.resize(n + len(log_rows), axis=0)
-            self._log[n:] = np.asarray(log_rows, dtype=np.int64).reshape(-1, LOG_COLUMNS)
+            n = self.committed
+            _append_rows(
+                self._log, n, np.asarray(log_rows, dtype=np.int64).reshape(-1, LOG_COLUMNS)
+            )
             self._file.flush()
             self.committed = n + len(log_rows)
             os.pwrite(self.lock._file().fileno(), _COUNT.pack(self.committed), 0)
@@ -240,13 +270,94 @@ class ShardWriter:
                 self._alive = None
 
 
+def check_shard_format(f: h5py.File) -> bool:
+    """Whether ``f`` is a shard this bsb-store reads (format :data:`SHARD_FORMAT`).
+
+    Returns ``False`` for a file without the ``bsb_store_shard`` attribute that holds
+    nothing but shard objects: a shard torn at its first flush (its writer was killed
+    while starting), which committed nothing.
+
+    :raises FormatVersionError: a shard of a newer format (written by a newer
+        bsb-store); its data must not be merged by this one.
+    :raises FormatError: not a shard (a foreign file, or a format attribute that is
+        not a known version).
+    """
+    where = f.filename
+    try:
+        version = f.attrs.get("bsb_store_shard")
+    except (OSError, KeyError, RuntimeError) as e:
+        raise FormatError(
+            f"Shard '{where}': its format attribute 'bsb_store_shard' cannot be read "
+            f"({e}).",
+            path=where,
+        ) from e
+    if version is None:
+        if set(f.keys()) <= SHARD_OBJECTS:
+            return False
+        raise FormatError(
+            f"'{where}' is not a bsb-store shard: it has no 'bsb_store_shard' format "
+            f"attribute and holds {sorted(f.keys())[:5]}.",
+            path=where,
+        )
+    if isinstance(version, (bool, np.bool_)) or not isinstance(
+        version, (int, np.integer)
+    ):
+        raise FormatError(
+            f"Shard '{where}' has the format attribute bsb_store_shard={version!r}, "
+            f"expected the integer {SHARD_FORMAT}: it is not a bsb-store shard.",
+            path=where,
+            version=repr(version),
+        )
+    number = int(version)
+    if number > SHARD_FORMAT:
+        raise FormatVersionError(
+            f"Shard '{where}' has shard format version {number}; this bsb-store reads "
+            f"version {SHARD_FORMAT} (the shard was written by a newer bsb-store; "
+            "upgrade to merge it).",
+            path=where,
+            version=number,
+        )
+    if number != SHARD_FORMAT:
+        raise FormatError(
+            f"Shard '{where}' has shard format version {number}; this bsb-store reads "
+            f"version {SHARD_FORMAT}: it is not a bsb-store shard.",
+            path=where,
+            version=number,
+        )
+    return True
+
+
 def read_calls(
     f: h5py.File, start: int, committed: int | None = None
 ) -> tuple[list[Call], int]:
     """Decode the committed log rows ``[start, committed)`` of an open shard into calls.
 
     Returns the calls and the committed row count the read stopped at.
+
+    :raises FormatVersionError: the shard is of a newer format.
+    :raises FormatError: the file is not a shard, or its committed rows do not decode
+        (stream names that are not JSON lists, log rows naming streams or rows that
+        do not exist).
     """
+    if not check_shard_format(f):
+        raise FormatError(
+            f"Shard '{f.filename}' is incomplete: its writer died before the shard's "
+            "first flush (no format attribute).",
+            path=f.filename,
+        )
+    try:
+        return _decode_calls(f, start, committed)
+    except (ValueError, TypeError, IndexError, KeyError, OSError) as e:
+        raise FormatError(
+            f"Shard '{f.filename}': the committed log rows from {start} on cannot be "
+            f"decoded ({type(e).__name__}: {e}).",
+            path=f.filename,
+        ) from e
+
+
+def _decode_calls(
+    f: h5py.File, start: int, committed: int | None
+) -> tuple[list[Call], int]:
     if committed is None:
         committed = int(f["committed"][0])
     committed = min(committed, f["log"].shape[0])

@@ -1,19 +1,22 @@
-"""Crash-atomic transactions on the root file: stage, journal, publish.
+"""Transactions on the root file: collect the publishing operations of one change.
 
-A transaction changes the root file in two phases.
+A change to the root is written in two steps. *Staging* writes data where no reader
+looks: rows past the logical length of a column (readers only read up to the counts
+kept in the index tables), or new objects under ``/store/staging``. *Publishing* makes
+it visible with a short list of absolute operations (resizes and writes, attribute
+sets, deletions, and ``replace``: move a staged object into place), collected by a
+:class:`Transaction` and applied by :meth:`Transaction.commit`.
 
-*Staging* writes data where no reader looks: rows past the logical length of a column
-(readers only read up to the counts kept in the index tables), or new objects under
-``/store/staging``. A crash during staging leaves unreachable bytes, nothing else.
+Atomicity does not come from here: every transaction runs inside a write session of
+the root opened through :class:`~bsb_store.core.writes.undo.UndoFile`, whose undo log
+undoes the whole session, byte for byte, if its process dies before the session ends.
+(A journal written through HDF5 itself cannot do that: HDF5 flushes are not atomic, and
+a kill inside one tears the very structures the journal lives in.)
 
-*Publishing* makes the change visible with a short list of idempotent operations
-(absolute resizes and writes, attribute sets, deletions, and ``replace``: move a staged
-object into place). They are first written to ``/store/journal`` with a completion mark
-and flushed; then applied and flushed; then the journal is deleted. A process that finds
-a complete journal redoes it (every operation is absolute, so redoing is harmless); an
-incomplete journal means publishing never started and is discarded. Default-libver HDF5
-files keep exactly their flushed state when a writer is killed (measured on this kind of
-machine, ``reference/anchors.md`` 3d), which is what this protocol relies on.
+Roots written by bsb-store 0.1 may still hold a journal of that version's protocol
+(``/store/journal``: the operations as JSON plus their payloads, with a completion
+mark); :func:`recover` redoes a complete one and discards an incomplete one, and
+:func:`write_journal` writes that format (tools and tests use it to make such a root).
 """
 
 from __future__ import annotations
@@ -81,22 +84,20 @@ class Transaction:
         self._ops.append({"op": "replace", "src": staged, "dst": path})
 
     def commit(self) -> None:
-        """Journal, apply and clear the publish operations (no-op when there are none)."""
+        """Apply and clear the publish operations (a no-op when there are none). The
+        write session's undo log makes them, and everything else the session did, all
+        or nothing; its close flushes them."""
         if not self._ops:
-            self.file.flush()
             return
-        _write_journal(self.file, self._ops, self._payloads)
-        self.file.flush()
         _apply(self.file, self._ops, self._payloads)
-        self.file.flush()
-        del self.file[JOURNAL]
         if STAGING in self.file and not len(self.file[STAGING]):
             del self.file[STAGING]
-        self.file.flush()
         self._ops, self._payloads = [], []
 
 
-def _write_journal(f: h5py.File, ops: list[dict], payloads: list[np.ndarray]) -> None:
+def write_journal(f: h5py.File, ops: list[dict], payloads: list[np.ndarray]) -> None:
+    """Write ``ops`` as a complete journal in the bsb-store 0.1 format (see the module
+    docstring)."""
     if JOURNAL in f:
         del f[JOURNAL]
     g = f.create_group(JOURNAL)

@@ -346,6 +346,12 @@ BAD_STORES = {
     "surrogate id": dict(content="x", id="a\udc80"),
     "unknown encoding": dict(content="x", encoding="no-such-codec"),
     "binary codec": dict(content="x", encoding="base64"),
+    # Was bug empty-encoding: Python encodes "" and decodes b"" without a lookup.
+    "unknown encoding, empty bytes": dict(content=b"", encoding="nope"),
+    "unknown encoding, empty text": dict(content="", encoding="nope"),
+    "binary codec, empty bytes": dict(content=b"", encoding="base64"),
+    "str-to-str codec, empty bytes": dict(content=b"", encoding="rot13"),
+    "nul in encoding": dict(content=b"", encoding="utf\0-8"),
     "int encoding": dict(content="x", encoding=8),
     "unencodable text": dict(content="é", encoding="ascii"),
     "undecodable bytes": dict(content=b"\xff\xfe\xfa", encoding="utf-8"),

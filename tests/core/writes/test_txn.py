@@ -42,12 +42,12 @@ def test_complete_journal_is_redone_idempotently(f):
     txn.delete("sets/gone")
     from bsb_store.core.writes import txn as mod
 
-    mod._write_journal(f, txn._ops, txn._payloads)  # crash right after journaling
+    mod.write_journal(f, txn._ops, txn._payloads)  # crash right after journaling
     assert f["counts"][0] == 0
     assert recover(f) == "redone"
     assert f["counts"][()].tolist() == [5, 6, 7] and "sets/a" in f
     # Redoing an already applied journal changes nothing.
-    mod._write_journal(f, txn._ops, txn._payloads)
+    mod.write_journal(f, txn._ops, txn._payloads)
     assert recover(f) == "redone"
     assert f["counts"][()].tolist() == [5, 6, 7] and "sets/a" in f
     assert recover(f) is None

@@ -1,0 +1,301 @@
+"""An undo log below HDF5: every write session on the root is all or nothing.
+
+HDF5 flushes are not atomic. A flush writes dirty metadata (object headers, B-tree
+nodes, heaps, the superblock) one block at a time, so a process killed in the middle of
+one leaves a file that is neither the state before the flush nor the state after it,
+and that HDF5 may refuse to open. A journal written *through* HDF5 cannot protect
+against that: the journal itself lives in the structures being torn.
+
+So the root is opened for writing through :class:`UndoFile`, a Python file object that
+HDF5 uses as its file driver (h5py's ``fileobj`` driver). Before any byte that existed
+when the session began is overwritten for the first time, the old content of its page is
+appended to a sidecar ``<root>.undo`` log; bytes past the old end of the file need no
+copy, the old size is recorded in the log's header. The session commits by closing the
+HDF5 file and deleting the log. A process that finds a log (the writer died) restores
+every page it holds and truncates the root to its old size: byte for byte the file as it
+was before the session (:func:`rollback`). A killed rollback is simply run again.
+
+The log is written with plain ``write`` calls that reach the operating system before
+the root's page is overwritten, which is what surviving ``SIGKILL`` needs; like the rest
+of bsb-store it does not ``fsync`` (see the durability section of the concurrency
+docs): a kernel crash or power cut is out of scope.
+
+Readers never need the log: they take the shared lock, which a writer's exclusive lock
+excludes, and a dead writer's log is rolled back under the exclusive lock before anyone
+reads. :class:`RollbackView` lets read-only tools (``bsb-store check``) look at the
+rolled-back state without changing the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+import zlib
+
+import h5py
+
+#: Size of the unit of old content saved in the log. Metadata writes are small and
+#: clustered; one page per first touch keeps the bookkeeping to a set of integers.
+PAGE = 4096
+MAGIC = b"BSBUNDO1"
+_HEADER = struct.Struct("<8sQI")  # magic, size of the root before the session, crc
+_RECORD = struct.Struct("<QII")  # offset, length, crc32 of offset+length+data
+
+
+def undo_path(root: str) -> str:
+    """The undo log's path for ``root``."""
+    return root + ".undo"
+
+
+def has_undo(root: str) -> bool:
+    """Whether ``root`` has an undo log: a write session that did not finish."""
+    return os.path.exists(undo_path(root))
+
+
+def _pwrite(fd: int, data, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (the one place bytes reach the disk, so a
+    test can cut a session at any write)."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def _record_crc(offset: int, data) -> int:
+    return zlib.crc32(data, zlib.crc32(struct.pack("<QI", offset, len(data))))
+
+
+class _FileObject(io.RawIOBase):
+    """The part of a file object HDF5's ``fileobj`` driver uses, over a raw descriptor
+    (positioned reads and writes: no buffering layer between HDF5 and the kernel)."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self._pos = offset
+        elif whence == io.SEEK_CUR:
+            self._pos += offset
+        else:
+            self._pos = self._size() + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def _size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view):
+            n = os.preadv(self._fd, [view[done:]], self._pos + done)
+            if n <= 0:
+                break
+            done += n
+        self._pos += done
+        return done
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+class UndoFile(_FileObject):
+    """The root file opened for a write session, saving old pages before overwriting.
+
+    Create it under the root's exclusive lock, with no undo log present (roll a
+    leftover one back first), and give it to ``h5py.File(obj, "r+")``; after the HDF5
+    file is closed, :meth:`commit` ends the session (or :meth:`abort` undoes it).
+    """
+
+    def __init__(self, root: str):
+        fd = os.open(root, os.O_RDWR)
+        super().__init__(fd)
+        self.root = root
+        self.base = self._size()
+        self._saved: set[int] = set()
+        self._log_path = undo_path(root)
+        self._log = os.open(self._log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        head = struct.pack("<8sQ", MAGIC, self.base)
+        self._log_end = 0
+        self._append_log(head + struct.pack("<I", zlib.crc32(head)))
+        self.saved_bytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def _append_log(self, data: bytes) -> None:
+        _pwrite(self._log, data, self._log_end)
+        self._log_end += len(data)
+
+    def _save(self, start: int, end: int) -> None:
+        """Log the old content of the pages of ``[start, end)`` not logged yet."""
+        end = min(end, self.base)
+        if start >= end:
+            return
+        first, last = start // PAGE, (end - 1) // PAGE
+        page = first
+        while page <= last:
+            if page in self._saved:
+                page += 1
+                continue
+            run = page
+            while run <= last and run not in self._saved:
+                self._saved.add(run)
+                run += 1
+            lo, hi = page * PAGE, min(run * PAGE, self.base)
+            old = os.pread(self._fd, hi - lo, lo)
+            rec = _RECORD.pack(lo, len(old), _record_crc(lo, old))
+            self._append_log(rec + old)
+            self.saved_bytes += len(old)
+            page = run
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self._save(self._pos, self._pos + len(view))
+        _pwrite(self._fd, view, self._pos)
+        self._pos += len(view)
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        self._save(size, self.base)
+        os.ftruncate(self._fd, size)
+        return size
+
+    def flush(self) -> None:
+        """Nothing is buffered here: every write went to the kernel already."""
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            with contextlib.suppress(OSError):
+                os.close(self._log)
+        super().close()
+
+    def commit(self) -> None:
+        """End the session keeping its changes: delete the log (the commit point)."""
+        self.close()
+        os.unlink(self._log_path)
+
+    def abort(self) -> None:
+        """End the session undoing its changes (the HDF5 file must be closed)."""
+        self.close()
+        rollback(self.root)
+
+
+def _records(log: int, size: int):
+    """The complete records of an undo log, in order (a torn last one is left out:
+    its page was never overwritten)."""
+    pos = _HEADER.size
+    while pos + _RECORD.size <= size:
+        offset, length, crc = _RECORD.unpack(os.pread(log, _RECORD.size, pos))
+        data = os.pread(log, length, pos + _RECORD.size)
+        if len(data) < length or _record_crc(offset, data) != crc:
+            return
+        yield offset, data
+        pos += _RECORD.size + length
+
+
+def _header(log: int) -> int | None:
+    """The root's size before the session, or None for a log torn while being
+    started (then the session never wrote to the root)."""
+    raw = os.pread(log, _HEADER.size, 0)
+    if len(raw) < _HEADER.size:
+        return None
+    magic, base, crc = _HEADER.unpack(raw)
+    if magic != MAGIC or zlib.crc32(raw[:16]) != crc:
+        return None
+    return base
+
+
+def rollback(root: str) -> bool:
+    """Restore ``root`` to its state before an unfinished write session and delete the
+    log. Call it under the root's exclusive lock. Returns whether there was a log.
+
+    Idempotent: killed halfway, running it again gives the same result."""
+    path = undo_path(root)
+    try:
+        log = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        base = _header(log)
+        if base is not None and os.path.exists(root):
+            fd = os.open(root, os.O_RDWR)
+            try:
+                for offset, data in _records(log, os.fstat(log).st_size):
+                    _pwrite(fd, data, offset)
+                os.ftruncate(fd, base)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(log)
+    os.unlink(path)
+    return True
+
+
+class RollbackView(_FileObject):
+    """A read-only file object showing ``root`` as :func:`rollback` would leave it,
+    without changing anything (for ``bsb-store check`` and ``info``)."""
+
+    def __init__(self, root: str):
+        super().__init__(os.open(root, os.O_RDONLY))
+        self._pages: list[tuple[int, bytes]] = []
+        self._base: int | None = None
+        with contextlib.suppress(FileNotFoundError):
+            log = os.open(undo_path(root), os.O_RDONLY)
+            try:
+                self._base = _header(log)
+                if self._base is not None:
+                    self._pages = list(_records(log, os.fstat(log).st_size))
+            finally:
+                os.close(log)
+
+    def _size(self) -> int:
+        return self._base if self._base is not None else super()._size()
+
+    def readinto(self, buffer) -> int:
+        start = self._pos
+        view = memoryview(buffer).cast("B")
+        end = min(start + len(view), self._size())
+        n = max(0, end - start)
+        if n:
+            got = os.preadv(self._fd, [view[:n]], start)
+            if got < n:
+                view[got:n] = bytes(n - got)
+            for offset, data in self._pages:
+                lo, hi = max(offset, start), min(offset + len(data), end)
+                if lo < hi:
+                    view[lo - start : hi - start] = data[lo - offset : hi - offset]
+        self._pos = start + n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        super().close()
+
+
+def open_view(root: str) -> tuple[h5py.File, RollbackView]:
+    """``root`` opened read-only as it is after a rollback of its undo log."""
+    view = RollbackView(root)
+    try:
+        return h5py.File(view, "r"), view
+    except BaseException:
+        view.close()
+        raise
