@@ -14,6 +14,7 @@ done by the engine's write path; the mixin only decides *which* chunks a call se
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +60,21 @@ class Chunk:
     @classmethod
     def from_id(cls, id: int, size: Iterable[float] | float | None = None) -> Chunk:
         """The chunk with packed id ``id``."""
-        return cls(unpack_id(id), size)
+        return cls._trusted(unpack_id(id), int(id), parse_size(size))
+
+    @classmethod
+    def _trusted(
+        cls,
+        coords: tuple[int, int, int],
+        id: int,
+        size: tuple[float, float, float] | None,
+    ) -> Chunk:
+        """A chunk from values already validated and normalised (int16 coordinates,
+        their packed ``id``, a parsed size): reads build one or two chunks per block,
+        and the checks of ``__init__`` cost more than the rest of such a call."""
+        chunk = object.__new__(cls)
+        chunk._coords, chunk._id, chunk._size = coords, id, size
+        return chunk
 
     @property
     def coords(self) -> tuple[int, int, int]:
@@ -143,6 +158,16 @@ def parse_size(size: Any) -> tuple[float, float, float] | None:
     """Normalise a chunk size: None (or all NaN) for undefined, else 3 positive floats."""
     if size is None:
         return None
+    if type(size) is np.ndarray and size.shape == (3,) and size.dtype == float:
+        size = tuple(size.tolist())  # bsb's chunk dimensions
+    if (
+        type(size) is tuple
+        and len(size) == 3
+        and all(type(v) is float and 0 < v < math.inf for v in size)
+    ):
+        # The normalised form itself (what the store and every Chunk hold): checked
+        # without numpy, since chunks are made per block on the read path.
+        return size
     arr = np.asarray(size, dtype=float).reshape(-1)
     if arr.size == 1:
         arr = np.repeat(arr, 3)
@@ -165,14 +190,20 @@ def to_chunk(obj: Any, size: Any = None) -> Chunk:
     if isinstance(obj, Chunk):
         return obj if size is None or obj.size is not None else obj.with_size(size)
     own_size = getattr(obj, "dimensions", None)
-    if own_size is not None and parse_size(own_size) is not None:
-        size = own_size
+    if own_size is not None:
+        own_size = parse_size(own_size)
+        if own_size is not None:
+            size = own_size
     if isinstance(obj, (int, np.integer)):
         raise ChunkError(
             f"A chunk must be given by coordinates, got the bare number {obj!r} "
             "(use Chunk.from_id for packed ids).",
             chunk=obj,
         )
+    if isinstance(obj, np.ndarray) and obj.dtype == np.int16 and obj.shape == (3,):
+        # bsb's Chunk (an int16 array): every value is a valid coordinate.
+        coords = tuple(obj.tolist())
+        return Chunk._trusted(coords, pack_id(coords), parse_size(size))  # type: ignore[arg-type]
     arr = np.asarray(obj)
     if arr.shape != (3,):
         raise ChunkError(

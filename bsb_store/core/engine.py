@@ -506,21 +506,22 @@ class HDF5Engine:
     def _sync(self) -> None:
         """Merge committed shard data the root does not hold yet (readers see every
         append that returned before the read began)."""
+        with self._read():
+            pass
+
+    def _own_committed(self) -> int | None:
+        """This process's committed append count, after committing what is queued;
+        None when no merge check is due (read-only, or inside a read scope with no
+        new own appends since the scope's last merge)."""
         st = self._st
         if self._readonly:
-            return
+            return None
         if st.writer is not None:
             st.writer.commit_pending()
         own = st.writer.committed if st.writer is not None else 0
         if getattr(st.scopes, "depth", 0) and own == st.merged_own:
-            return
-        with st.rlock:
-            with st.lock.shared():
-                f = st.read_handle()
-                applied = st.applied_counts(f)
-            if merge.pending(None, layout.shard_dir(self._root), st.writer, applied):
-                self._merge_all()
-            st.merged_own = own
+            return None
+        return own
 
     def _merge_all(self) -> None:
         with self._write(merge_only=True):
@@ -528,32 +529,49 @@ class HDF5Engine:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[h5py.File]:
-        """An open root for reading, with every returned append merged in. A writable
-        engine that finds an interrupted transaction finishes it first; any engine
-        rolls back a dead writer's unfinished session."""
+        """An open root for reading, with every returned append merged in.
+
+        One shared hold serves the common case: the read handle is validated and the
+        shards are checked for unmerged committed calls under it, and the caller
+        reads under the same hold. Only when something must change first (pending
+        calls to merge, a dead writer's session to roll back, a 0.1 journal to redo)
+        is the hold released, the change made under the exclusive lock, and the
+        read retried."""
         st = self._st
         st.check_root()
-        try:
-            self._sync()
-        except RecoveryNeededError:
-            if not self._readonly:
-                self._merge_all()  # rolls back a dead session, redoes a journal
-            elif has_undo(self._root):
-                self._roll_back()
-            else:
-                raise
-        for last in (False, True):
-            with st.rlock, st.lock.shared():
-                try:
-                    handle = st.read_handle()
-                except RecoveryNeededError:
-                    if last or not has_undo(self._root):
-                        raise
-                    handle = None
-                if handle is not None:
-                    yield handle
-                    return
-            self._roll_back()
+        own = self._own_committed()
+        for attempt in range(3):
+            with st.rlock:
+                todo = None
+                with st.lock.shared():
+                    try:
+                        handle = st.read_handle()
+                    except RecoveryNeededError:
+                        if self._readonly and not has_undo(self._root):
+                            raise
+                        if attempt == 2:
+                            raise
+                        todo = "recover"
+                    else:
+                        if own is not None and attempt < 2:
+                            applied = st.applied_counts(handle)
+                            shard_dir = layout.shard_dir(self._root)
+                            if merge.pending(None, shard_dir, st.writer, applied):
+                                todo = "merge"
+                        if todo is None:
+                            if own is not None:
+                                st.merged_own = own
+                            yield handle
+                            return
+                if todo == "recover" and self._readonly:
+                    self._roll_back()
+                else:  # a merge also rolls back a dead session and redoes a journal
+                    self._merge_all()
+                    if own is not None:
+                        st.merged_own = own
+        raise RecoveryNeededError(  # pragma: no cover - a merge always clears both
+            f"'{self._root}' could not be brought to a readable state.", path=self._root
+        )
 
     @contextlib.contextmanager
     def _write(self, merge_only: bool = False) -> Iterator[Transaction]:

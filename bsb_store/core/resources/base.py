@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
+from h5py import h5d, h5p, h5s
 
 from ...exceptions import DtypeError, ShapeError
 from ..writes.txn import Transaction
@@ -107,16 +108,25 @@ class ChunkTable:
         return zip(self.keys, self.counts)
 
     def read(self, keys: Sequence[KeyT], column: str) -> np.ndarray:
-        """Concatenate ``column`` over ``keys`` (in the order given)."""
+        """Concatenate ``column`` over ``keys`` (in the order given).
+
+        The rows go straight into one preallocated array: one low-level open and one
+        read per chunk, no intermediate arrays (the high-level ``group[path][:n]`` costs
+        about three times as much per chunk, and this read is per chunk)."""
         spec = self.columns[column]
-        parts = []
-        for key in keys:
-            n = self.count(key)
+        counts = [self.count(key) for key in keys]
+        out = np.empty((sum(counts), *spec["shape"]), dtype=np.dtype(spec["dtype"]))
+        gid = self.group.id
+        start = 0
+        for key, n in zip(keys, counts):
             if n:
-                parts.append(self.group[f"{self.chunk_path(key)}/{column}"][:n])
-        if not parts:
-            return np.empty((0, *spec["shape"]), dtype=np.dtype(spec["dtype"]))
-        return np.concatenate(parts) if len(parts) > 1 else np.array(parts[0])
+                path = f"{self.chunk_path(key)}/{column}"
+                ds = open_dataset(gid, path)
+                if ds is None:
+                    raise KeyError(f"{self.group.name}/{path} is missing")
+                read_rows(ds, n, out[start : start + n])
+                start += n
+        return out
 
     # ---------------------------------------------------------------------- appends
     def ensure_key(self, key: KeyT) -> None:
@@ -283,6 +293,41 @@ def check_column(spec: dict[str, Any], rows: np.ndarray, name: str) -> None:
             f"Column '{name}' holds {np.dtype(spec['dtype'])}, cannot store {rows.dtype}.",
             column=name,
         )
+
+
+def _uncached_access() -> h5p.PropDAID:
+    """Dataset access properties without a chunk cache: a read covering whole chunks
+    goes straight into the caller's array instead of through a per-dataset cache."""
+    dapl = h5p.create(h5p.DATASET_ACCESS)
+    dapl.set_chunk_cache(0, 0, 1.0)
+    return dapl
+
+
+#: Access properties for every read of a column dataset (see :func:`_uncached_access`).
+NO_CHUNK_CACHE = _uncached_access()
+
+
+def open_dataset(group: h5py.h5g.GroupID, path: str) -> h5d.DatasetID | None:
+    """Open the dataset at ``path`` below ``group`` with the low-level API (no
+    high-level object, no path checks), or ``None`` if it does not exist."""
+    try:
+        return h5d.open(group, path.encode(), NO_CHUNK_CACHE)
+    except KeyError:
+        return None
+
+
+def read_rows(ds: h5d.DatasetID, n: int, out: np.ndarray) -> None:
+    """Read the first ``n`` rows of ``ds`` into ``out`` (C-contiguous, ``n`` rows of
+    the dataset's row shape). Rows past ``n`` (staged by a transaction that did not
+    publish) are never read."""
+    space = ds.get_space()
+    dims = space.get_simple_extent_dims()
+    if dims[0] == n:
+        ds.read(h5s.ALL, h5s.ALL, out)
+        return
+    rest = tuple(dims[1:])
+    space.select_hyperslab((0,) * len(dims), (n, *rest))
+    ds.read(h5s.create_simple((n, *rest)), space, out)
 
 
 def _fill(spec: dict[str, Any], n: int) -> np.ndarray:

@@ -24,8 +24,11 @@ Writes take the engine's append path: a block is stored *once* in the writer's s
 key1 = destination chunk id) and :func:`apply_connectivity` materialises both directions
 when the shard is merged, so ``inc`` and ``out`` always mirror each other.
 
-Reads keep only the index in memory (cached per set until the store changes); iterators
-read one block at a time, so iterating a set larger than memory needs bounded memory.
+Reads keep only the index in memory (parsed once per read generation of the engine's
+read handle, i.e. until any process publishes a change); iterators read a few blocks at
+a time, so iterating a set larger than memory needs bounded memory. Blocks are read with
+h5py's low-level API straight into preallocated arrays (per block: one group open, two
+dataset opens, two reads), since per-block object overhead, not bytes, sets the time.
 Every returned array is a fresh, writable numpy array.
 """
 
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import h5py
 import numpy as np
+from h5py import h5d, h5g
 
 from ...exceptions import (
     ChunkSizeError,
@@ -52,7 +56,14 @@ from ..layout import now_iso
 from ..writes import consolidate as merge
 from ..writes.shard import Call, Record
 from ..writes.txn import Transaction
-from .base import ChunkTable, KeyT, Resource, create_index
+from .base import (
+    NO_CHUNK_CACHE,
+    ChunkTable,
+    KeyT,
+    Resource,
+    create_index,
+    read_rows,
+)
 from .validate import as_locations, parse_name
 
 if TYPE_CHECKING:
@@ -77,15 +88,29 @@ def _chunk_path(key: KeyT) -> str:
     return f"{DIRECTIONS[key[0]]}/{key[1]}/{key[2]}"
 
 
-def _empty_locs() -> np.ndarray:
-    return np.empty((0, 3), dtype=np.int64)
+_LOCAL_NAME, _GLOBAL_NAME = LOCAL_LOCS.name.encode(), GLOBAL_LOCS.name.encode()
 
 
-def _block_rows(grp: h5py.Group | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n`` rows of a block group as fresh arrays (empty if it is gone)."""
-    if grp is None or not n:
-        return _empty_locs(), _empty_locs()
-    return grp[LOCAL_LOCS.name][:n], grp[GLOBAL_LOCS.name][:n]
+def _read_block_into(
+    set_id: h5py.h5g.GroupID, key: KeyT, local: np.ndarray, glob: np.ndarray
+) -> None:
+    """Read the first ``len(local)`` rows of block ``key`` into ``local`` and ``glob``
+    (C-contiguous int64 (n, 3) arrays). Low-level opens: the block group once, then
+    its two datasets by name, which costs a third of ``group[path][:n]`` twice."""
+    block = h5g.open(set_id, _chunk_path(key).encode())
+    n = len(local)
+    read_rows(h5d.open(block, _LOCAL_NAME, NO_CHUNK_CACHE), n, local)
+    read_rows(h5d.open(block, _GLOBAL_NAME, NO_CHUNK_CACHE), n, glob)
+
+
+def _read_block(
+    set_id: h5py.h5g.GroupID, key: KeyT, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` rows of a block as fresh arrays (empty if ``n`` is 0)."""
+    local, glob = np.empty((n, 3), np.int64), np.empty((n, 3), np.int64)
+    if n:
+        _read_block_into(set_id, key, local, glob)
+    return local, glob
 
 
 class _Pin(NamedTuple):
@@ -129,6 +154,7 @@ class _Index:
         order = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0]))
         self.keys = keys[order]
         self.counts = counts[order]
+        self._rows: dict[tuple[int, int, int], int] | None = None
 
     def span(self, d: int, local: int | None = None) -> tuple[int, int]:
         """Row range of direction ``d`` (and of one local chunk in it)."""
@@ -158,13 +184,23 @@ class _Index:
         return self.keys[lo:hi, 2], self.counts[lo:hi]
 
     def count(self, d: int, local: int, glob: int) -> int:
-        gids, counts = self.blocks(d, local)
-        i = int(np.searchsorted(gids, glob))
-        return int(counts[i]) if i < len(gids) and gids[i] == glob else 0
+        """Rows of one block (0 if absent); a dict lookup, built on first use, since
+        per-block reads ask this once per block."""
+        if self._rows is None:
+            self._rows = dict(zip(map(tuple, self.keys.tolist()), self.counts.tolist()))
+        return self._rows.get((d, local, glob), 0)
 
     def total(self, d: int) -> int:
         lo, hi = self.span(d)
         return int(self.counts[lo:hi].sum())
+
+
+class _SetView(NamedTuple):
+    """What reads of one set need from an open root: its block index and the
+    low-level id of its group (block paths are opened relative to it)."""
+
+    index: _Index
+    group: h5py.h5g.GroupID
 
 
 class ConnectivitySet(Resource):
@@ -178,7 +214,6 @@ class ConnectivitySet(Resource):
         name = parse_name(tag, "connectivity set")
         super().__init__(engine, f"{GROUP}/{name}")
         self._tag = name
-        self._cache: tuple[tuple[str, int], _Index] | None = None
         with engine._read() as f:
             g = f.get(self._path)
             if g is None:
@@ -368,20 +403,35 @@ class ConnectivitySet(Resource):
         with self._engine._read() as f:
             return self._index_in(f)
 
-    def _index_in(self, f: h5py.File) -> _Index:
-        """The block index of an open root, re-read only when the store changed (its
-        storage id or state id differs from the cached copy's)."""
-        g = self._group(f)
-        stamp = (str(f.attrs.get("storage_id")), int(f["store/state"][0]))
-        cache = self._cache
-        if cache is None or cache[0] != stamp:
-            cache = (stamp, _Index(g["index/key"][()], g["index/count"][()]))
-            self._cache = cache
-        return cache[1]
+    def _snapshot(self) -> tuple[_Index, tuple[float, float, float] | None]:
+        """The block index and the store's chunk size, from one read."""
+        with self._engine._read() as f:
+            return self._index_in(f), self._engine._st.chunk_size
 
-    def _chunks(self, ids: Iterable[int]) -> list[Chunk]:
-        """Chunks of ``ids`` carrying the store's chunk size (looked up once)."""
-        size = self._engine._chunk_size()
+    def _index_in(self, f: h5py.File) -> _Index:
+        """The block index of an open root (see :meth:`_view_in`)."""
+        return self._view_in(f).index
+
+    def _view_in(self, f: h5py.File) -> _SetView:
+        """The set's index and group id in an open root. For the engine's read handle
+        they are looked up once per read generation: the handle is reopened, and its
+        cache dropped, whenever a transaction was published (by any process, merges
+        included), so a per-block call reads no index, checks no store state and
+        resolves no group path."""
+        st = self._engine._st
+        if f is st.handle:
+            return st.cached(("connectivity", self._path), lambda: self._load_view(f))
+        return self._load_view(f)
+
+    def _load_view(self, f: h5py.File) -> _SetView:
+        g = self._group(f)
+        return _SetView(_Index(g["index/key"][()], g["index/count"][()]), g.id)
+
+    @staticmethod
+    def _chunks(
+        ids: Iterable[int], size: tuple[float, float, float] | None
+    ) -> list[Chunk]:
+        """Chunks of ``ids`` carrying the store's chunk ``size``."""
         return [Chunk.from_id(int(c), size) for c in ids]
 
     def _direction(self, direction: Any) -> int:
@@ -416,9 +466,12 @@ class ConnectivitySet(Resource):
         self, batch: list[tuple[KeyT, int]]
     ) -> Iterator[tuple[KeyT, tuple[np.ndarray, np.ndarray]]]:
         with self._engine._read() as f:
-            g = self._group(f)
+            index, set_id = self._view_in(f)
+            # Never past the count published now (the block may have been cleared
+            # since ``n`` was taken; rows past the count are not published data).
             data = [
-                _block_rows(g.get(_chunk_path(k)) if n else None, n) for k, n in batch
+                _read_block(set_id, k, min(n, index.count(*k)) if n else 0)
+                for k, n in batch
             ]
         yield from zip((k for k, _ in batch), data)
 
@@ -437,14 +490,16 @@ class ConnectivitySet(Resource):
 
     def get_local_chunks(self, direction: str) -> list[Chunk]:
         """The local chunks holding data in ``direction``, sorted by id."""
-        ids, _ = self._index().local_totals(self._direction(direction))
-        return self._chunks(ids)
+        d = self._direction(direction)
+        index, size = self._snapshot()
+        return self._chunks(index.local_totals(d)[0], size)
 
     def get_global_chunks(self, direction: str, local_: Any) -> list[Chunk]:
         """The global chunks ``local_`` has data with, sorted (empty if none)."""
         d = self._direction(direction)
-        gids, _ = self._index().blocks(d, to_chunk(local_).id)
-        return self._chunks(gids)
+        lid = to_chunk(local_).id
+        index, size = self._snapshot()
+        return self._chunks(index.blocks(d, lid)[0], size)
 
     def load_block_connections(
         self, direction: str, local_: Any, global_: Any
@@ -453,8 +508,8 @@ class ConnectivitySet(Resource):
         d = self._direction(direction)
         lid, gid = to_chunk(local_).id, to_chunk(global_).id
         with self._engine._read() as f:
-            n = self._index_in(f).count(d, lid, gid)
-            return _block_rows(f.get(f"{self._path}/{_chunk_path((d, lid, gid))}"), n)
+            index, set_id = self._view_in(f)
+            return _read_block(set_id, (d, lid, gid), index.count(d, lid, gid))
 
     def load_local_connections(
         self, direction: str, local_: Any
@@ -464,14 +519,16 @@ class ConnectivitySet(Resource):
         d = self._direction(direction)
         lid = to_chunk(local_).id
         with self._engine._read() as f:
-            gids, counts = self._index_in(f).blocks(d, lid)
-            g = self._group(f)
-            parts = [
-                _block_rows(g[_chunk_path((d, lid, int(gid)))], int(n))
-                for gid, n in zip(gids, counts)
-            ]
-        local = np.concatenate([p[0] for p in parts]) if parts else _empty_locs()
-        glob = np.concatenate([p[1] for p in parts]) if parts else _empty_locs()
+            index, set_id = self._view_in(f)
+            gids, counts = index.blocks(d, lid)
+            total = int(counts.sum())
+            local = np.empty((total, 3), np.int64)
+            glob = np.empty((total, 3), np.int64)
+            start = 0
+            for gid, n in zip(gids.tolist(), counts.tolist()):
+                end = start + n
+                _read_block_into(set_id, (d, lid, gid), local[start:end], glob[start:end])
+                start = end
         return local, np.repeat(gids, counts).astype(np.int64), glob
 
     def flat_iter_connections(
@@ -489,8 +546,7 @@ class ConnectivitySet(Resource):
     def _flat(
         self, dirs: tuple[int, ...], lpin: _Pin | None, gpin: _Pin | None
     ) -> Iterator[tuple[str, Chunk, Chunk, tuple[np.ndarray, np.ndarray]]]:
-        index = self._index()
-        size = self._engine._chunk_size()
+        index, size = self._snapshot()
 
         def plan() -> Iterator[tuple[KeyT, int]]:
             for d in dirs:
@@ -537,16 +593,16 @@ class _Nested:
             for i, name in enumerate(DIRECTIONS):
                 yield name, _Nested(cs, i, lpin, gpin)
             return
-        index = cs._index()
+        index, size = cs._snapshot()
         if lpin is None or not lpin.single:
             lids = index.local_totals(d)[0] if lpin is None else lpin.ids
-            for lid, chunk in zip(lids, cs._chunks(lids)):
+            for lid, chunk in zip(lids, cs._chunks(lids, size)):
                 yield chunk, _Nested(cs, d, _Pin((int(lid),), True), gpin)
             return
         lid = lpin.ids[0]
         if gpin is None or not gpin.single:
             pairs = _global_axis(index, d, lid, gpin)
-            chunks = cs._chunks(g for g, _ in pairs)
+            chunks = cs._chunks((g for g, _ in pairs), size)
             blocks = cs._read_blocks(((d, lid, g), n) for g, n in pairs)
             for chunk, (_, data) in zip(chunks, blocks):
                 yield chunk, data

@@ -431,13 +431,13 @@ def test_iterators_read_one_batch_at_a_time(monkeypatch, cs):
         cs.chunk_connect(A, (i + 1, 0, 0), [i], [i])
     assert len(cs) == 6
     reads: list[int] = []
-    original = conn._block_rows
+    original = conn._read_block
 
-    def spy(grp, n):
+    def spy(set_id, key, n):
         reads.append(n)
-        return original(grp, n)
+        return original(set_id, key, n)
 
-    monkeypatch.setattr(conn, "_block_rows", spy)
+    monkeypatch.setattr(conn, "_read_block", spy)
     monkeypatch.setattr(conn, "READ_BATCH_BLOCKS", 2)
     itr = cs.flat_iter_connections("out")
     assert reads == []  # nothing is read before the first item is asked for
@@ -463,7 +463,8 @@ def test_len_and_stats_read_no_data(monkeypatch, cs):
     def refuse(*args):
         raise AssertionError("connection data was read")
 
-    monkeypatch.setattr(conn, "_block_rows", refuse)
+    monkeypatch.setattr(conn, "_read_block", refuse)
+    monkeypatch.setattr(conn, "_read_block_into", refuse)
     assert len(cs) == len(model)
     assert cs.get_chunk_stats() == expected_stats(model)
     assert [c.id for c in cs.get_local_chunks("out")] == sorted(
@@ -712,3 +713,78 @@ def test_require_from_several_processes(engine):
     assert ConnectivitySet.get_tags(engine) == ["a_to_b"]
     cs = ConnectivitySet(engine, "a_to_b")
     assert sorted(cs.load_block_connections("out", A, B)[0][:, 0].tolist()) == [0, 1, 2]
+
+
+# ------------------------------------------------- read caches see every write
+def _out_view(cs: ConnectivitySet) -> dict[str, Any]:
+    """Everything the per-block and per-chunk reads return for the "out" view."""
+    return {
+        "len": len(cs),
+        "locals": [c.id for c in cs.get_local_chunks("out")],
+        "globals_of_A": [c.id for c in cs.get_global_chunks("out", A)],
+        "block_AB": cs.load_block_connections("out", A, B)[1][:, 0].tolist(),
+        "local_A": cs.load_local_connections("out", A)[2][:, 0].tolist(),
+        "flat": [
+            (lc.id, gc.id, len(d[0])) for _, lc, gc, d in cs.flat_iter_connections()
+        ],
+    }
+
+
+def test_read_cache_sees_appends_of_another_engine(engine, cs):
+    cs.chunk_connect(A, B, [0], [10])
+    before = _out_view(cs)  # the index and group of this read generation are cached
+    other = ConnectivitySet(HDF5Engine(engine.root), cs.tag)
+    other.chunk_connect(A, B, [1], [11])
+    other.chunk_connect(A, C, [2], [12])
+    after = _out_view(cs)
+    assert before["block_AB"] == [10]
+    assert after["block_AB"] == [10, 11]
+    assert after["globals_of_A"] == [CHUNK_IDS[B], CHUNK_IDS[C]]
+    assert after["local_A"] == [10, 11, 12]
+    assert after["len"] == 3
+    other.clear([C])
+    assert _out_view(cs)["globals_of_A"] == [CHUNK_IDS[B]]
+
+
+def _cache_writer(root: str, tag: str, step, done) -> None:
+    engine = HDF5Engine(root)
+    cs = ConnectivitySet(engine, tag)
+    assert step.wait(60)
+    step.clear()
+    cs.chunk_connect(A, B, [1], [11])  # a shard append: the root is not touched
+    cs.chunk_connect(A, C, [2], [12])
+    engine.flush()
+    done.set()
+    assert step.wait(60)
+    cs.clear([B])  # a root transaction: a new read generation
+    done.set()
+    engine.close()
+
+
+def test_read_cache_sees_writes_of_another_process(engine, cs):
+    cs.chunk_connect(A, B, [0], [10])
+    ctx = multiprocessing.get_context("spawn")
+    step, done = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_cache_writer, args=(engine.root, cs.tag, step, done))
+    proc.start()
+    try:
+        assert _out_view(cs)["block_AB"] == [10]  # cached for this generation
+        step.set()
+        assert done.wait(120)
+        done.clear()
+        # The other process's appends returned (and sit in its shard): seen.
+        seen = _out_view(cs)
+        assert seen["block_AB"] == [10, 11]
+        assert seen["globals_of_A"] == [CHUNK_IDS[B], CHUNK_IDS[C]]
+        assert seen["local_A"] == [10, 11, 12]
+        step.set()
+        assert done.wait(120)
+        cleared = _out_view(cs)
+        assert cleared["globals_of_A"] == [CHUNK_IDS[C]]
+        assert cleared["block_AB"] == []
+        assert cleared["local_A"] == [12]
+        assert cleared["len"] == 1
+    finally:
+        step.set()
+        proc.join(120)
+    assert proc.exitcode == 0
