@@ -476,7 +476,7 @@ class MorphologyRepository(
         if meta:
             morphology.meta.update(meta)
         with _translating():
-            stored = super().save(name, _morphology_data(morphology), overwrite=overwrite)
+            stored = self._save_owned(name, _morphology_data(morphology), overwrite)
         for key in ("name", "ldc", "mdc"):
             morphology.meta[key] = stored.meta[key]
         return _bsb_ifaces.StoredMorphology(name, lambda: morphology, morphology.meta)

@@ -9,16 +9,20 @@
         chunk_size   float64 (3,) NaN until a chunk with a size is stored
         shards/name  str (S,)     writers whose shards were merged ...
         shards/applied int64 (S,) ... and how many of their log rows
-        journal/, staging/        only while a transaction is in flight
+        staging/                  only while a transaction is in flight
       placement/<set>/            a chunked set (see resources/base.py), per-chunk
-        chunks/<chunk id>/{position,rotation,morphology,labels,additional:<key>}
+        chunks/<chunk id>/{position,rotation,morphology,additional:<key>}
+        labels/{keys,counts,values} label-set id of each cell, one flat column
+                                  (resources/labels.py)
         morphology_names str (M,) the set's morphology names (indices point here)
         @labelsets JSON           label set id -> sorted labels
       connectivity/<tag>/         @pre @post @tag; blocks <dir>/<local id>/<global id>
       morphologies/, files/       see their resource modules
 
-Sidecars next to ``<root>``: ``<root>.lock`` (inter-process lock and generation) and
-``<root>.shards/`` (the shard files of live or crashed writers).
+Sidecars next to ``<root>``: ``<root>.lock`` (inter-process lock and generation),
+``<root>.shards/`` (the shard files of live or crashed writers) and, only while a
+write session is open or after its writer died, ``<root>.undo`` (its undo log, see
+``writes/undo.py``).
 """
 
 from __future__ import annotations

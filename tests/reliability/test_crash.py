@@ -386,9 +386,27 @@ def dead_shards(zygote, template, tmp_path_factory):
     return d
 
 
+def merge_time(zygote, dead_shards: Path, work: Path) -> float:
+    """How long the merge of the dead shards takes here, measured on an uncut run
+    (the random delays of the kills are scaled to it, so that most kills land inside
+    the merge whatever the speed of the machine and of the engine)."""
+    shutil.copytree(dead_shards, work / "store")
+    pid = start(zygote, work, "consolidate", root=str(work / "store" / "store.h5"))
+    wait_ready(zygote, pid, work)
+    began = time.monotonic()
+    while len(read_report(str(work / "report"))) < 2:
+        assert zygote.poll(pid) is None, (work / "stderr").read_text()
+        time.sleep(0.001)
+    took = time.monotonic() - began
+    kill(zygote, pid, work)
+    shutil.rmtree(work)
+    return took
+
+
 def test_kills_during_consolidation(zygote, dead_shards, tmp_path):
     """A reader merging other (dead) writers' shards is killed at random instants."""
     rnd = random.Random(f"{SEED}-merge")
+    took = merge_time(zygote, dead_shards, tmp_path / "uncut")
     rows = []
     for n in range(kills(0.15)):
         work = tmp_path / str(n)
@@ -396,7 +414,7 @@ def test_kills_during_consolidation(zygote, dead_shards, tmp_path):
         root = work / "store" / "store.h5"
         pid = start(zygote, work, "consolidate", root=str(root))
         wait_ready(zygote, pid, work)
-        time.sleep(rnd.uniform(0.0, 0.3))
+        time.sleep(rnd.uniform(0.0, 1.5 * took))
         lines = kill(zygote, pid, work)
 
         def verify(engine, report):

@@ -580,12 +580,9 @@ def test_json_refuses_non_str_keys(sample_file):
         assert f.meta.load() == {0: 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug float-ids: PlacementSet.label casts an empty non-integer cells "
-    "array to int64 before checking its dtype (numpy ComplexWarning for complex)",
-)
 def test_empty_complex_cells_are_refused_cleanly(store):
+    # Was bug float-ids (label part): an empty non-integer cells array was cast to
+    # int64 before its dtype was checked (numpy ComplexWarning for complex).
     ps = PlacementSet(store, "cells")
     with warnings.catch_warnings():
         warnings.simplefilter("error")

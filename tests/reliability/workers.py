@@ -259,7 +259,11 @@ def _crash_point_scenarios() -> None:
                     "add": True,
                 },
             ),
-            "morph": (base, {"kind": "morph", "i": 7, "name": "m0", "n": 300}),
+            # a save returns (committed to the shard, like an append); the merge is cut
+            "morph": (
+                [*base, {"kind": "morph", "i": 7, "name": "m0", "n": 300}],
+                {"kind": "read", "i": 8},
+            ),
             "clear": (base, {"kind": "clear", "i": 7, "c": 0}),
         }
     )
@@ -291,7 +295,7 @@ def die_at_write(root: str, report: str, scenario: str, limit: int) -> None:
     done, op = CRASH_POINTS[scenario]
     engine = HDF5Engine(root)
     ps, cs = PlacementSet(engine, M.CELLS), ConnectivitySet(engine, M.CONNS)
-    if done[-1]["kind"] in ("append", "cconnect"):  # returned: in the shard, unmerged
+    if done[-1]["kind"] in ("append", "cconnect", "morph"):  # returned: in the shard
         execute(engine, ps, cs, done[-1])
     out = Report(report)
     out.line("ready")

@@ -10,9 +10,53 @@ import h5py
 import numpy as np
 
 from ..resources import connectivity as conn_res
+from ..resources import labels as labels_res
+from ..resources import morphologies as morph_res
 from ..resources import placement as place_res
 from ..resources.labels import LabelSets
 from ._common import _SAMPLES, ProgressFn, _fmt_bytes, _sample
+
+#: What opening an HDF5 object of a damaged file raises (h5py maps most HDF5 errors to
+#: KeyError for lookups, some to OSError/RuntimeError/ValueError).
+_HDF5_ERRORS = (KeyError, OSError, RuntimeError, ValueError)
+
+
+class _Broken:
+    """The value :meth:`SetChecks.node` returns for a link that exists but cannot be
+    opened (already reported); never an h5py object, and distinct from ``None``."""
+
+    def __repr__(self) -> str:
+        return "BROKEN"
+
+
+#: See :class:`_Broken`.
+BROKEN: Any = _Broken()
+
+
+def _broken_prefix(parent: h5py.Group, name: str) -> str | None:
+    """Where the path ``name`` below ``parent`` breaks: the absolute path of the first
+    link on it that exists but cannot be opened (or whose group cannot be listed), or
+    ``None`` if a link on it is simply absent (or a non-group is on the way)."""
+    cur = parent
+    base = parent.name.rstrip("/")
+    parts = [x for x in name.split("/") if x]
+    for i, part in enumerate(parts):
+        here = f"{base}/{'/'.join(parts[: i + 1])}"
+        try:
+            link = cur.get(part, getlink=True)
+        except _HDF5_ERRORS:
+            return here
+        if link is None:
+            return None
+        if i == len(parts) - 1:
+            return here
+        try:
+            cur = cur[part]
+        except _HDF5_ERRORS:
+            return here
+        if not isinstance(cur, h5py.Group):
+            return None
+    return None
 
 
 class SetChecks:
@@ -30,15 +74,54 @@ class SetChecks:
     def warn(self, code: str, where: str, msg: str, repairable: bool = False) -> None:
         raise NotImplementedError
 
+    def node(self, parent: h5py.Group, name: str) -> Any:
+        """``parent[name]``; ``None`` if no such link exists.
+
+        Unlike ``Group.get``, which answers ``None`` for a link that exists but cannot
+        be opened (a torn or truncated file), this reports such a link as an
+        ``unopenable`` error (once per broken path) and returns :data:`BROKEN`, so that
+        callers neither call it missing nor trip over it.
+        """
+        try:
+            return parent[name]
+        except _HDF5_ERRORS as e:
+            reason = e
+        broken = _broken_prefix(parent, name)
+        if broken is None:
+            return None
+        reported: set[str] = self.__dict__.setdefault("_unopenable", set())
+        if broken not in reported:
+            reported.add(broken)
+            self.error(
+                "unopenable",
+                broken,
+                f"'{broken}' is linked in the file but cannot be opened ({reason}): "
+                "the file is damaged (torn or truncated) and what it holds cannot be "
+                "read.",
+            )
+        return BROKEN
+
+    def members(self, g: h5py.Group) -> list[tuple[str, Any]]:
+        """``(name, object)`` of every member of ``g``, sorted by name; members that
+        cannot be opened are reported (see :meth:`node`) and left out."""
+        out = []
+        for name in sorted(g.keys()):
+            obj = self.node(g, name)
+            if obj is not None and obj is not BROKEN:
+                out.append((name, obj))
+        return out
+
     # ---------------------------------------------------------------- chunked sets
     def table(self, g: h5py.Group, where: str, width: int):
         """(keys, counts, columns) of a chunked set's index, or None if unusable."""
-        ix = g.get("index")
+        ix = self.node(g, "index")
         key, count = (
-            (ix.get("key"), ix.get("count"))
+            (self.node(ix, "key"), self.node(ix, "count"))
             if isinstance(ix, h5py.Group)
-            else (None, None)
+            else (ix, None)
         )
+        if key is BROKEN or count is BROKEN:
+            return None
         if not isinstance(key, h5py.Dataset) or not isinstance(count, h5py.Dataset):
             self.error(
                 "index-missing",
@@ -121,7 +204,9 @@ class SetChecks:
         items = self.progress(zip(keys, counts), where, len(keys))
         for key, n in items:
             cp = chunk_path(key)
-            grp = g.get(cp)
+            grp = self.node(g, cp)
+            if grp is BROKEN:
+                continue
             if not isinstance(grp, h5py.Group):
                 self.error(
                     "missing-chunk-group",
@@ -141,7 +226,7 @@ class SetChecks:
                 usable[key] = grp
             unregistered += [
                 f"{where}/{cp}/{name}"
-                for name, obj in grp.items()
+                for name, obj in self.members(grp)
                 if name not in columns and isinstance(obj, h5py.Dataset)
             ]
         self._garbage(
@@ -162,7 +247,9 @@ class SetChecks:
         n: int,
         tails: list[tuple[str, int, int]],
     ) -> bool:
-        ds = grp.get(col)
+        ds = self.node(grp, col)
+        if ds is BROKEN:
+            return False
         if ds is None:
             if n:
                 self.error(
@@ -213,10 +300,13 @@ class SetChecks:
             p.rsplit("/", i)[0] for p in expected for i in range(p.count("/") + 1)
         }
         orphans: list[str] = []
-        stack = [r for r in roots if isinstance(g.get(r), h5py.Group)]
+        stack = [r for r in roots if isinstance(self.node(g, r), h5py.Group)]
         while stack:
             p = stack.pop()
-            for name, obj in g[p].items():
+            group = self.node(g, p)
+            if not isinstance(group, h5py.Group):
+                continue
+            for name, obj in self.members(group):
                 child = f"{p}/{name}"
                 if child in expected:
                     continue
@@ -259,7 +349,9 @@ class SetChecks:
     # --------------------------------------------------------------- placement
     def placement(self, name: str) -> None:
         where = f"{place_res.GROUP}/{name}"
-        g = self.f[where]
+        g = self.node(self.f, where)
+        if g is BROKEN or g is None:
+            return
         if not isinstance(g, h5py.Group):
             self.error("set-damaged", where, f"'{where}' is not a group.")
             return
@@ -271,8 +363,10 @@ class SetChecks:
             g, where, keys, counts, columns, place_res._chunk_path, ("chunks",)
         )
         self.summary["placement"][name] = {"cells": sum(counts), "chunks": len(keys)}
-        names = g.get("morphology_names")
-        if not isinstance(names, h5py.Dataset):
+        names = self.node(g, "morphology_names")
+        if names is BROKEN:
+            pass
+        elif not isinstance(names, h5py.Dataset):
             self.error(
                 "missing-dataset",
                 f"{where}/morphology_names",
@@ -286,8 +380,8 @@ class SetChecks:
         bad: list[str] = []
         for key, grp in usable.items():
             n = counts[key]
-            ds = grp.get(place_res.MORPHOLOGY.name)
-            if n and ds is not None:
+            ds = self.node(grp, place_res.MORPHOLOGY.name)
+            if n and isinstance(ds, h5py.Dataset):
                 v = ds[:n]
                 out = v[(v < -1) | (v >= m)]
                 if len(out):
@@ -314,13 +408,12 @@ class SetChecks:
                 "'labelsets') is not valid JSON {id: [labels]}.",
             )
             return
-        if place_res.LABELS.name not in columns:
-            return
         ids = np.asarray(sorted(sets.sets), dtype=np.int64)
-        bad: list[str] = []
-        for key, grp in usable.items():
-            ds = grp.get(place_res.LABELS.name)
-            if counts[key] and ds is not None:
+        bad = self._label_column(g, where, counts, ids)
+        legacy = place_res.LABELS.name in columns  # the per-chunk column of before
+        for key, grp in usable.items() if legacy else ():
+            ds = self.node(grp, place_res.LABELS.name)
+            if counts[key] and isinstance(ds, h5py.Dataset):
                 v = ds[: counts[key]]
                 unknown = np.setdiff1d(v, ids)
                 if len(unknown):
@@ -333,10 +426,75 @@ class SetChecks:
                 f"the set's table (known ids {ids.tolist()}): {_sample(bad)}.",
             )
 
+    def _label_column(
+        self, g: h5py.Group, where: str, counts: dict, ids: np.ndarray
+    ) -> list[str]:
+        """Check the flat label column (``resources/labels.py``): its snapshot of
+        chunks must agree with the index (a chunk it lists that the index lacks would
+        hand its labels to cells appended to that chunk later); return the chunks whose
+        cells carry ids missing from the label-set table."""
+        lg = self.node(g, labels_res.GROUP)
+        if lg is None or lg is BROKEN:
+            return []
+        at = f"{where}/{labels_res.GROUP}"
+        parts = (
+            [self.node(lg, n) for n in ("keys", "counts", "values")]
+            if isinstance(lg, h5py.Group)
+            else [None] * 3
+        )
+        if any(p is BROKEN for p in parts):
+            return []
+        if not all(
+            isinstance(p, h5py.Dataset) and p.ndim == 1 and p.dtype.kind in "iu"
+            for p in parts
+        ):
+            self.error(
+                "label-column",
+                at,
+                f"'{at}' must be a group of three 1-D integer datasets 'keys', "
+                "'counts' and 'values': the set's labels cannot be read.",
+            )
+            return []
+        keys, held = parts[0][()], parts[1][()]
+        total = parts[2].shape[0]
+        index = {k[0]: n for k, n in counts.items()}
+        problem = None
+        if len(keys) != len(held) or (len(held) and held.min() < 0):
+            problem = f"{len(keys)} keys but {len(held)} counts (or negative counts)"
+        elif int(held.sum()) != total:
+            problem = f"counts add up to {int(held.sum())} but 'values' has {total} rows"
+        elif len(keys) > 1 and np.any(np.diff(keys) <= 0):
+            problem = "keys are not strictly ascending"
+        else:
+            over = [
+                f"chunk {k}: {n} rows, index count {index.get(k)}"
+                for k, n in zip(keys.tolist(), held.tolist())
+                if n > index.get(k, 0)
+            ]
+            if over:
+                problem = f"it holds rows of cells the index lacks: {_sample(over)}"
+        if problem:
+            self.error(
+                "label-column",
+                at,
+                f"The label column of '{where}' disagrees with itself or with the "
+                f"set's index: {problem}.",
+            )
+            return []
+        values = parts[2][()]
+        rows = np.flatnonzero(~np.isin(values, ids))
+        chunk = np.searchsorted(np.cumsum(held), rows, side="right")
+        return [
+            f"chunk {int(keys[c])}: ids {np.unique(values[rows[chunk == c]])[:3].tolist()}"
+            for c in np.unique(chunk).tolist()
+        ]
+
     # ------------------------------------------------------------ connectivity
     def connectivity(self, tag: str) -> None:
         where = f"{conn_res.GROUP}/{tag}"
-        g = self.f[where]
+        g = self.node(self.f, where)
+        if g is BROKEN or g is None:
+            return
         if not isinstance(g, h5py.Group):
             self.error("set-damaged", where, f"'{where}' is not a group.")
             return
@@ -396,21 +554,38 @@ class SetChecks:
     # ------------------------------------------------------- morphologies, files
     def morphologies(self) -> None:
         g = self.f["morphologies"]
-        for name, obj in g.items():
+        for name, obj in self.members(g):
             where = f"morphologies/{name}"
-            need = ("points", "radii", "labels", "branches")
-            if not isinstance(obj, h5py.Group) or any(
-                not isinstance(obj.get(d), h5py.Dataset) for d in need
+            # Per-point rows in one compound dataset, or (the layout of before) in
+            # three datasets: see resources/morphologies.py.
+            points = self.node(obj, "points") if isinstance(obj, h5py.Group) else None
+            compound = isinstance(points, h5py.Dataset) and points.dtype.names
+            need: tuple[str, ...] = ("points", "branches")
+            if not compound:
+                need = ("points", "radii", "labels", "branches")
+            parts = (
+                [self.node(obj, d) for d in need] if isinstance(obj, h5py.Group) else []
+            )
+            if any(x is BROKEN for x in parts):
+                continue
+            fields = morph_res.POINT_ROW.names
+            if (
+                not isinstance(obj, h5py.Group)
+                or any(not isinstance(x, h5py.Dataset) for x in parts)
+                or (compound and not set(fields) <= set(points.dtype.names))
             ):
+                what = f"the datasets {list(need)}"
+                if compound:
+                    what += f" (or of the fields {list(fields)} of 'points')"
                 self.error(
                     "morphology-damaged",
                     where,
-                    f"Morphology '{name}' lacks one of the datasets {list(need)}.",
+                    f"Morphology '{name}' lacks one of {what}.",
                 )
                 continue
             n = obj["points"].shape[0]
             br = obj["branches"]
-            lens = {d: obj[d].shape[0] for d in ("radii", "labels")}
+            lens = {} if compound else {d: obj[d].shape[0] for d in ("radii", "labels")}
             ends_ok = br.ndim == 2 and (not br.shape[0] or int(br[:, 0].max()) <= n)
             if any(v != n for v in lens.values()) or not ends_ok:
                 self.error(
@@ -424,7 +599,7 @@ class SetChecks:
 
     def files(self) -> None:
         g = self.f["files"]
-        for name, obj in g.items():
+        for name, obj in self.members(g):
             if (
                 not isinstance(obj, h5py.Dataset)
                 or obj.ndim != 1

@@ -28,6 +28,7 @@ import numpy as np
 from h5py import h5d, h5p, h5s
 
 from ...exceptions import DtypeError, ShapeError
+from ..writes.rows import write_rows
 from ..writes.txn import Transaction
 
 if TYPE_CHECKING:
@@ -129,14 +130,20 @@ class ChunkTable:
         return out
 
     # ---------------------------------------------------------------------- appends
-    def ensure_key(self, key: KeyT) -> None:
-        """Register a chunk key (with 0 rows) and create its group."""
-        if key not in self.rows:
-            self.rows[key] = len(self.keys)
-            self.keys.append(key)
-            self.counts.append(0)
-            self._dirty = True
-        self.group.require_group(self.chunk_path(key))
+    def ensure_key(self, key: KeyT) -> tuple[h5py.Group, bool]:
+        """Register a chunk key (with 0 rows) and create its group; returns the group
+        and whether it is new (then it holds no column yet)."""
+        path = self.chunk_path(key)
+        if key in self.rows:
+            return self.group.require_group(path), False
+        self.rows[key] = len(self.keys)
+        self.keys.append(key)
+        self.counts.append(0)
+        self._dirty = True
+        try:
+            return self.group.create_group(path), True
+        except ValueError:  # an unregistered group (a 0.1 root's crash leftover)
+            return self.group[path], False
 
     def append(
         self,
@@ -153,19 +160,21 @@ class ChunkTable:
             for name, rows in data.items():
                 if name in self.columns:
                     check_column(self.columns[name], rows, name)
-        self.ensure_key(key)
+        chunk, new = self.ensure_key(key)
         if not n:
             return  # an empty append creates the chunk, and no column
         for name, rows in data.items():
             if name not in self.columns:
                 self._add_column(txn, name, column_spec(rows, fills.get(name, 0)))
         start = self.count(key)
-        chunk = self.group[self.chunk_path(key)]
         for name, spec in self.columns.items():
             rows = data.get(name)
             if rows is None:
                 rows = _fill(spec, n)
-            txn.stage_rows(_require_ds(chunk, name, spec, hint=n), start, rows)
+            if new:  # created with its rows: no lookup, no resize
+                _create_ds(chunk, name, spec, np.asarray(rows, dtype=spec["dtype"]))
+            else:
+                txn.stage_rows(_require_ds(chunk, name, spec, hint=n), start, rows)
         self.counts[self.rows[key]] = start + n
         self._dirty = True
 
@@ -359,7 +368,7 @@ def _create_ds(
         chunks=(chunk_rows, *shape),
     )
     if n:
-        ds[:] = data
+        write_rows(ds, 0, data, grow=False)
     return ds
 
 

@@ -28,6 +28,7 @@ from ..chunks import ChunkedCollection, ChunkedProperty, ChunkLoader, to_chunk
 from ..writes import consolidate as merge
 from ..writes.shard import Call, Record
 from ..writes.txn import Transaction
+from . import labels as _labels
 from .base import ChunkTable, KeyT, Resource, check_append, create_index
 from .labels import LabelSets
 from .validate import as_float_rows, as_index_rows, parse_name
@@ -123,6 +124,7 @@ class PlacementSet(ChunkLoader, Resource):
                 if chunks is None
                 else [(to_chunk(c).id,) for c in chunks]
             )
+            _labels.drop_chunks(txn, self._path, table.group, (k[0] for k in keys))
             table.drop(txn, self._path, keys)
 
     # ------------------------------------------------------------------- reading
@@ -163,9 +165,7 @@ class PlacementSet(ChunkLoader, Resource):
         return table, keys, mask
 
     def _read_labels(self, table: ChunkTable, keys: Sequence[KeyT]) -> np.ndarray:
-        if LABELS.name not in table.columns:
-            return np.zeros(sum(table.count(k) for k in keys), dtype=np.int64)
-        return table.read(keys, LABELS.name)
+        return _labels.read_labels(table, keys)
 
     def _label_sets(self, f: h5py.File) -> LabelSets:
         return LabelSets.decode(self._group(f).attrs.get("labelsets"))
@@ -329,9 +329,13 @@ class PlacementSet(ChunkLoader, Resource):
             all_keys = sorted(table.keys)
             values = self._read_labels(table, all_keys)
             sets = self._label_sets(f)
+            known = len(sets.sets)
             new_values = sets.apply(values, targets, labels, add)
-            _write_labels(txn, table, self._path, all_keys, values, new_values)
-            txn.set_attr(self._path, "labelsets", sets.encode())
+            _labels.write_labels(
+                txn, self._path, table, all_keys, values, new_values, targets
+            )
+            if len(sets.sets) != known:
+                txn.set_attr(self._path, "labelsets", sets.encode())
 
     # ------------------------------------------------------------------ appending
     def append_data(
@@ -439,16 +443,20 @@ def _stage_new_set(txn: Transaction, name: str) -> None:
 
 
 def _global_ids(table: ChunkTable, keys: Sequence[KeyT]) -> np.ndarray:
-    """Global ids of the cells of ``keys`` (offsets over every stored chunk)."""
-    offsets = {}
-    total = 0
-    for key in sorted(table.keys):
-        offsets[key] = total
-        total += table.count(key)
-    parts = [
-        np.arange(offsets[k], offsets[k] + table.count(k)) for k in keys if k in offsets
-    ]
-    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+    """Global ids of the cells of ``keys`` (offsets over every stored chunk; keys
+    that are not stored are skipped). One vectorised expansion of the chunks' id
+    ranges, instead of one ``arange`` per chunk and a concatenation."""
+    stored = sorted(table.keys)
+    counts = np.asarray([table.count(k) for k in stored], dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    row = {k: i for i, k in enumerate(stored)}
+    sel = np.asarray([row[k] for k in keys if k in row], dtype=np.int64)
+    if not len(sel):
+        return np.empty(0, np.int64)
+    first, n = starts[sel], counts[sel]
+    ends = np.cumsum(n)
+    # Output row j of the p-th chunk is cell first[p] + (j - (ends[p] - n[p])).
+    return np.arange(int(ends[-1]), dtype=np.int64) + np.repeat(first - (ends - n), n)
 
 
 def _resolve_cells(view_ids: np.ndarray, cells: Any, mask: Any, name: str) -> np.ndarray:
@@ -465,7 +473,9 @@ def _resolve_cells(view_ids: np.ndarray, cells: Any, mask: Any, name: str) -> np
     if c.dtype == bool:
         return _resolve_cells(view_ids, None, c, name)
     c = c.reshape(-1)
-    if c.size and (c.dtype.kind not in "iu" or c.min() < 0 or c.max() >= len(view_ids)):
+    if not c.size:  # no cells, whatever the dtype of the empty array: nothing to cast
+        return view_ids[:0]
+    if c.dtype.kind not in "iu" or c.min() < 0 or c.max() >= len(view_ids):
         bad = c[(c < 0) | (c >= len(view_ids))] if c.dtype.kind in "iu" else c
         raise LabellingError(
             f"Cell ids {bad[:5].tolist()} are out of range for placement set '{name}' "
@@ -473,26 +483,6 @@ def _resolve_cells(view_ids: np.ndarray, cells: Any, mask: Any, name: str) -> np
             set=name,
         )
     return view_ids[c.astype(np.int64)]
-
-
-def _write_labels(
-    txn: Transaction,
-    table: ChunkTable,
-    path: str,
-    keys: list[KeyT],
-    old: np.ndarray,
-    new: np.ndarray,
-) -> None:
-    start = 0
-    register = LABELS.name not in table.columns
-    for key in keys:
-        n = table.count(key)
-        part = new[start : start + n]
-        if register or not np.array_equal(part, old[start : start + n]):
-            table.overwrite(txn, path, key, LABELS.name, part)
-        start += n
-    if register and not keys:
-        table.register(txn, path, LABELS.name, LABELS.dtype, LABELS.shape, LABELS.fill)
 
 
 def _as_additional(value: Any, key: str) -> np.ndarray:

@@ -38,6 +38,7 @@ import numpy as np
 
 from ...exceptions import FormatError, FormatVersionError
 from ..locking import LockingMode, SidecarLock, try_exclusive
+from .rows import append_rows
 
 _COUNT = struct.Struct("<q")
 #: The shard file format this bsb-store writes and reads (attribute ``bsb_store_shard``).
@@ -88,30 +89,6 @@ def read_commit_hint(lock_path: str) -> int:
     except FileNotFoundError:
         return 0
     return _COUNT.unpack(data)[0] if len(data) == _COUNT.size else 0
-
-
-def _append_rows(ds: h5py.Dataset, start: int, rows: np.ndarray) -> None:
-    """Grow ``ds`` to ``start + len(rows)`` rows and write ``rows`` at ``start``.
-
-    The append path's hot spot: numeric rows go through h5py's low-level API (one
-    extent change, one hyperslab, one write: a fraction of the high-level slicing
-    machinery's cost); strings take the high-level path, which converts them."""
-    n = len(rows)
-    end = start + n
-    if rows.dtype.kind in "OUS":
-        ds.resize(end, axis=0)
-        if n:
-            ds[start:end] = rows
-        return
-    rest = rows.shape[1:]
-    ds.id.set_extent((end, *rest))
-    if not n:
-        return
-    fspace = ds.id.get_space()
-    fspace.select_hyperslab((start, *(0 for _ in rest)), (n, *rest))
-    mspace = h5py.h5s.create_simple((n, *rest))
-    data = np.ascontiguousarray(rows, dtype=ds.dtype)
-    ds.id.write(mspace, fspace, data)
 
 
 class ShardWriter:
@@ -200,12 +177,14 @@ class ShardWriter:
                     start = -1
                     if r.rows is not None:
                         start = self._lengths.get(sid, 0)
-                        _append_rows(self._data[sid], start, r.rows)
+                        append_rows(self._data[sid], start, r.rows)
                         self._lengths[sid] = start + r.nrows
                     log_rows.append((self._seq, sid, r.key0, r.key1, start, r.nrows))
             n = self.committed
-            _append_rows(
-                self._log, n, np.asarray(log_rows, dtype=np.int64).reshape(-1, LOG_COLUMNS)
+            append_rows(
+                self._log,
+                n,
+                np.asarray(log_rows, dtype=np.int64).reshape(-1, LOG_COLUMNS),
             )
             self._file.flush()
             self.committed = n + len(log_rows)

@@ -28,6 +28,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .rows import write_rows
+
 JOURNAL = "store/journal"
 STAGING = "store/staging"
 
@@ -50,11 +52,7 @@ class Transaction:
     def stage_rows(self, ds: h5py.Dataset, start: int, rows: np.ndarray) -> None:
         """Write ``rows`` at ``start`` (past the logical end), growing the dataset if
         needed. Never shrinks: a later publish sets the final length."""
-        end = start + len(rows)
-        if ds.shape[0] < end:
-            ds.resize(end, axis=0)
-        if len(rows):
-            ds[start:end] = rows
+        write_rows(ds, start, np.asarray(rows))
 
     # --------------------------------------------------------------------- publish
     @property

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import h5py
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -17,7 +18,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 from bsb_store.core.engine import HDF5Engine
+from bsb_store.core.maintenance import check
 from bsb_store.core.resources.morphologies import (
+    GROUP,
     MorphologyData,
     MorphologyHandle,
     MorphologyRepository,
@@ -638,22 +641,18 @@ def test_edge_cases_roundtrip(repo, case):
 
 def test_on_disk_layout(repo, engine):
     repo.save("cell", tree(v=np.arange(2)))
+    repo.save("plain", MorphologyData(points=[[1, 2, 3]], radii=[4.0]))
     with engine._read() as f:
         assert "morphology_meta" not in f
         g = f["morphologies/cell"]
-        assert sorted(g) == ["branches", "labels", "points", "properties", "radii"]
-        assert g["points"].dtype == np.float64 and g["points"].shape == (7, 3)
-        assert g["radii"].dtype == np.float64 and g["radii"].shape == (7,)
-        assert g["labels"].dtype == np.int64 and g["labels"][()].tolist() == [
-            0,
-            1,
-            1,
-            2,
-            0,
-            3,
-            3,
-        ]
-        assert json.loads(g["labels"].attrs["labelsets"]) == {
+        assert sorted(g) == ["branches", "points", "properties"]
+        rows = g["points"]
+        assert rows.shape == (7,) and rows.dtype.names == ("position", "radius", "label")
+        assert rows.dtype["position"] == np.dtype(("<f8", (3,)))
+        assert rows.dtype["radius"] == np.float64 and rows.dtype["label"] == np.int64
+        assert rows["position"].tolist() == tree().points.tolist()
+        assert rows["label"].tolist() == [0, 1, 1, 2, 0, 3, 3]
+        assert json.loads(g.attrs["labelsets"]) == {
             "0": [],
             "1": ["soma"],
             "2": ["basal", "dendrites"],
@@ -665,6 +664,30 @@ def test_on_disk_layout(repo, engine):
         meta = json.loads(g.attrs["meta"])
         assert meta["v"] == {"__ndarray__": [0, 1], "dtype": "<i8", "shape": [2]}
         assert meta["name"] == "cell"
+        assert sorted(f["morphologies/plain"]) == ["branches", "points"]
+
+
+def test_the_earlier_layout_is_read(repo, engine):
+    """Stores written before the per-point compound: points, radii and labels as three
+    datasets, the label sets on ``labels``, an always present ``properties`` group."""
+    m = tree(v=1)
+    stored = repo.save("new", m)
+    engine.close()
+    with h5py.File(engine.root, "r+", locking=False) as f:
+        g = f.create_group("morphologies/old")
+        g.attrs["meta"] = f["morphologies/new"].attrs["meta"]
+        g.create_dataset("points", data=m.points)
+        g.create_dataset("radii", data=m.radii)
+        labels = g.create_dataset("labels", data=m.labels)
+        labels.attrs["labelsets"] = f["morphologies/new"].attrs["labelsets"]
+        g.create_dataset("branches", data=np.column_stack([m.branch_ends, m.parents]))
+        props = g.create_group("properties", track_order=True)
+        for k, v in m.properties.items():
+            props.create_dataset(k, data=v)
+    old = repo.load("old")
+    assert old.equals(stored, meta=False) and old.meta["v"] == 1
+    assert list(old.properties) == ["kind", "diam"]
+    assert check(engine.root).ok
 
 
 def test_save_cost_independent_of_repository_size(repo, monkeypatch):
@@ -680,12 +703,16 @@ def test_save_cost_independent_of_repository_size(repo, monkeypatch):
     repo.save("first", tree())
     for i in range(20):
         repo.save(f"m{i}", tree())
+    repo.list()  # merged
     published.clear()
     repo.save("last", tree())
+    assert published == []  # a save is a shard commit, not a root transaction
+    assert "last" in repo.list()  # the read merges it ...
     (ops,) = published
-    assert [op["op"] for op in ops] == ["replace", "write"]  # the group; state id
-    assert ops[0]["src"].startswith("store/staging/")
-    assert ops[0]["dst"] == "morphologies/last"
+    touched = [op for op in ops if GROUP in op.get("dst", op.get("path", ""))]
+    assert [op["op"] for op in touched] == ["replace"]  # ... as one group, no more
+    assert touched[0]["src"].startswith("store/staging/")
+    assert touched[0]["dst"] == "morphologies/last"
 
 
 def test_load_many_is_one_read(repo, engine, monkeypatch):
@@ -764,6 +791,74 @@ def test_other_process_sees_saves(repo, engine):
     assert repo.list() == ["child", "parent"]
     child = repo.load("child")
     assert child.points.tolist() == [[1, 2, 3]] and child.meta["from"] == "child"
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from bsb_store.core.engine import HDF5Engine
+    from bsb_store.core.resources.morphologies import MorphologyData
+    e = HDF5Engine(sys.argv[1])
+    e.morphologies.save("held", MorphologyData(points=[[7, 7, 7]], radii=[1.0]))
+    print("saved", flush=True)
+    sys.stdin.readline()  # alive, its save only in its shard, until told to go
+    """
+)
+
+
+def test_a_save_pending_in_another_process_is_seen_by_saves(repo, engine):
+    """Saves are shard commits, serialised under the root lock: another process's
+    returned (unmerged) save takes its name, and a later overwrite wins."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, engine.root],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "saved"
+        with pytest.raises(MorphologyExistsError, match="'held'"):
+            repo.save("held", tree())
+        mine = repo.save("held", tree(v=2), overwrite=True)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(timeout=60) == 0
+    finally:
+        child.kill()
+    assert repo.load("held") == mine
+
+
+def test_saves_before_any_read(repo, engine):
+    """Own saves that no read merged yet: a name is taken, the last save wins."""
+    repo.save("a", tree(v=1))
+    with pytest.raises(MorphologyExistsError, match="'a'"):
+        repo.save("a", tree(v=2))
+    repo.save("a", tree(v=3), overwrite=True)
+    repo.save_many({"b": tree(v=4), "a": tree(v=5)}, overwrite=True)
+    with pytest.raises(MorphologyExistsError, match="'b'"):
+        repo.save_many({"c": tree(), "b": tree()})
+    assert repo.list() == ["a", "b"]
+    assert repo.get_meta("a")["v"] == 5 and repo.get_meta("b")["v"] == 4
+    repo.remove("a")
+    repo.save("a", tree(v=6))  # removed: free again
+    engine.create()  # a new store: nothing of the old one is taken
+    repo.save("b", tree(v=7))
+    assert repo.list() == ["b"] and repo.get_meta("b")["v"] == 7
+
+
+def test_a_save_in_a_write_scope_is_visible_when_it_returns(repo, engine):
+    with engine.write_scope():
+        repo.save("parent", tree())
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, engine.root],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["list"] == ["parent"]
 
 
 # ------------------------------------------------------------------- property test
