@@ -23,12 +23,13 @@ from typing import Any
 import h5py
 
 from ..writes.txn import recover
+from ..writes.undo import PositionedFile
 
 #: Unit of the in-memory copy of written bytes.
 PAGE = 4096
 
 
-class RedoOverlay(io.RawIOBase):
+class RedoOverlay(PositionedFile):
     """A writable file object over a read-only ``base``: reads see ``base`` with the
     writes made so far on top; writes (and truncations) stay in memory.
 
@@ -39,41 +40,24 @@ class RedoOverlay(io.RawIOBase):
 
     def __init__(self, base: Any) -> None:
         self._base = base
-        self._size = int(base.seek(0, io.SEEK_END))
+        self._length = int(base.seek(0, io.SEEK_END))
         #: Base bytes at or past this offset read as zeros (the file was truncated).
-        self._limit = self._size
+        self._limit = self._length
         self._pages: dict[int, bytearray] = {}
         self._order: list[int] = []  # sorted page numbers held in ``_pages``
         self._pos = 0
 
     # ------------------------------------------------------------ file object API
-    def readable(self) -> bool:
-        return True
-
     def writable(self) -> bool:
         return True
 
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            self._pos = offset
-        elif whence == io.SEEK_CUR:
-            self._pos += offset
-        elif whence == io.SEEK_END:
-            self._pos = self._size + offset
-        else:
-            raise ValueError(f"invalid whence {whence!r}")
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
+    def _size(self) -> int:
+        return self._length
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         start = self._pos
-        end = min(start + len(view), self._size)
+        end = min(start + len(view), self._length)
         pos = start
         while pos < end:
             i = pos // PAGE
@@ -103,13 +87,13 @@ class RedoOverlay(io.RawIOBase):
             page[lo : lo + k] = view[done : done + k]
             pos += k
             done += k
-        self._size = max(self._size, pos)
+        self._length = max(self._length, pos)
         self._pos = pos
         return done
 
     def truncate(self, size: int | None = None) -> int:
         size = self._pos if size is None else int(size)
-        if size < self._size:
+        if size < self._length:
             self._limit = min(self._limit, size)
             cut = size // PAGE
             for i in [i for i in self._order if i > cut]:
@@ -118,7 +102,7 @@ class RedoOverlay(io.RawIOBase):
             if cut in self._pages:
                 page = self._pages[cut]
                 page[size - cut * PAGE :] = bytes(PAGE - (size - cut * PAGE))
-        self._size = size
+        self._length = size
         return size
 
     def flush(self) -> None:

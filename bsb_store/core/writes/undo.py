@@ -68,13 +68,12 @@ def _record_crc(offset: int, data) -> int:
     return zlib.crc32(data, zlib.crc32(struct.pack("<QI", offset, len(data))))
 
 
-class _FileObject(io.RawIOBase):
-    """The part of a file object HDF5's ``fileobj`` driver uses, over a raw descriptor
-    (positioned reads and writes: no buffering layer between HDF5 and the kernel)."""
+class PositionedFile(io.RawIOBase):
+    """The position bookkeeping of the file objects given to HDF5's ``fileobj``
+    driver (it seeks, then reads or writes): subclasses say how long the file is
+    (:meth:`_size`) and how to read and write at ``self._pos``."""
 
-    def __init__(self, fd: int):
-        self._fd = fd
-        self._pos = 0
+    _pos = 0
 
     def readable(self) -> bool:
         return True
@@ -87,12 +86,26 @@ class _FileObject(io.RawIOBase):
             self._pos = offset
         elif whence == io.SEEK_CUR:
             self._pos += offset
-        else:
+        elif whence == io.SEEK_END:
             self._pos = self._size() + offset
+        else:
+            raise ValueError(f"invalid whence {whence!r}")
         return self._pos
 
     def tell(self) -> int:
         return self._pos
+
+    def _size(self) -> int:
+        raise NotImplementedError
+
+
+class _FileObject(PositionedFile):
+    """A positioned file over a raw descriptor (``pread``/``pwrite``: no buffering
+    layer between HDF5 and the kernel)."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._pos = 0
 
     def _size(self) -> int:
         return os.fstat(self._fd).st_size
