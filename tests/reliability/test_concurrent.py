@@ -322,6 +322,7 @@ def test_mpi_ranks_append_connect_label_and_read_at_once(mpi_store, comm):
     comm.Barrier()
     per_rank = sum(i % 4 + 1 for i in range(calls))
     assert len(ps) == size * per_rank and len(cs) == size * calls
+    comm.Barrier()  # every rank counted before any rank connects more below
     pos = ps.load_positions()
     mine = np.flatnonzero(pos[:, 0] == rank)
     ps.label([f"r{rank}"], mine)  # transactions of every rank at once
