@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-from h5py import h5d, h5p, h5s
+from h5py import h5d, h5p, h5s, h5t
 
 from ...exceptions import DtypeError, ShapeError
 from ..writes.rows import write_rows
@@ -343,37 +343,78 @@ def _fill(spec: dict[str, Any], n: int) -> np.ndarray:
     return np.full((n, *spec["shape"]), spec["fill"], dtype=np.dtype(spec["dtype"]))
 
 
+#: Creation properties by HDF5 chunk shape, and HDF5 types by numpy dtype: a merge
+#: creates thousands of column datasets, and building these per dataset (as h5py's
+#: ``create_dataset`` does) costs more than creating the dataset itself.
+_DCPLS: dict[tuple[int, ...], h5p.PropDCID] = {}
+_TYPES: dict[np.dtype, h5t.TypeID] = {}
+
+
+def _link_props(cset: int) -> h5p.PropLCID:
+    lcpl = h5p.create(h5p.LINK_CREATE)
+    lcpl.set_create_intermediate_group(True)  # staging paths, as h5py does
+    lcpl.set_char_encoding(cset)
+    return lcpl
+
+
+#: Link creation properties for ASCII and for other (UTF-8) names, as h5py sets them.
+_LCPLS = {True: _link_props(h5t.CSET_ASCII), False: _link_props(h5t.CSET_UTF8)}
+
+
+def _column_dcpl(chunks: tuple[int, ...]) -> h5p.PropDCID:
+    dcpl = _DCPLS.get(chunks)
+    if dcpl is None:
+        dcpl = h5p.create(h5p.DATASET_CREATE)
+        dcpl.set_chunk(chunks)
+        dcpl.set_obj_track_times(False)  # as h5py: files do not change with the clock
+        _DCPLS[chunks] = dcpl
+    return dcpl
+
+
+def _column_type(dtype: np.dtype) -> h5t.TypeID:
+    tid = _TYPES.get(dtype)
+    if tid is None:
+        tid = _TYPES[dtype] = h5t.py_create(dtype, logical=True)
+    return tid
+
+
 def _create_ds(
     parent: h5py.Group,
     name: str,
     spec: dict[str, Any],
     data: np.ndarray | None = None,
     hint: int = 0,
-) -> h5py.Dataset:
+) -> h5d.DatasetID:
     """A growable column dataset with a row-friendly chunk shape (h5py's automatic
-    chunking picks odd shapes such as (512, 2) for (n, 3) data). The chunk holds about
-    as many rows as the first write (``hint``), so small chunks of cells do not
-    allocate large HDF5 chunks, capped at 256 KiB."""
+    chunking picks odd shapes such as (512, 2) for (n, 3) data), holding ``data``.
+    The chunk holds about as many rows as the first write (``hint``), so small chunks
+    of cells do not allocate large HDF5 chunks, capped at 256 KiB. Created with the
+    low-level API and cached property lists: one call per new chunk column."""
     shape = tuple(spec["shape"])
     dtype = np.dtype(spec["dtype"])
     row_bytes = max(1, int(np.prod(shape, dtype=int)) * dtype.itemsize)
     n = 0 if data is None else len(data)
     wanted = 1 << max(6, int(max(n, hint, 1) - 1).bit_length())
     chunk_rows = max(64, min(wanted, (256 * 1024) // row_bytes))
-    ds = parent.create_dataset(
-        name,
-        (n, *shape),
-        dtype=dtype,
-        maxshape=(None, *shape),
-        chunks=(chunk_rows, *shape),
+    space = h5s.create_simple((n, *shape), (h5s.UNLIMITED, *shape))
+    dsid = h5d.create(
+        parent.id,
+        name.encode(),
+        _column_type(dtype),
+        space,
+        dcpl=_column_dcpl((chunk_rows, *shape)),
+        lcpl=_LCPLS[name.isascii()],
     )
     if n:
-        write_rows(ds, 0, data, grow=False)
-    return ds
+        if dtype.kind in "OUS":
+            write_rows(h5py.Dataset(dsid), 0, data, grow=False)
+        else:
+            dsid.write(h5s.ALL, h5s.ALL, np.ascontiguousarray(data, dtype=dtype))
+    return dsid
 
 
 def _require_ds(
     group: h5py.Group, name: str, spec: dict[str, Any], hint: int = 0
 ) -> h5py.Dataset:
     ds = group.get(name)
-    return ds if ds is not None else _create_ds(group, name, spec, hint=hint)
+    return ds if ds is not None else h5py.Dataset(_create_ds(group, name, spec, hint=hint))

@@ -74,9 +74,6 @@ GROUP = "connectivity"
 DIRECTIONS = ("inc", "out")
 LOCAL_LOCS = ChunkedProperty("local_locs", "<i8", (3,), -1)
 GLOBAL_LOCS = ChunkedProperty("global_locs", "<i8", (3,), -1)
-#: Bounds of the HDF5 chunk shape (rows) of a block dataset. HDF5 allocates whole
-#: chunks, so a set with many small blocks needs small chunks to stay compact.
-MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 64, 8192
 #: Iterators read blocks in batches of at most this many rows (or one larger block) ...
 READ_BATCH_ROWS = 2**18
 #: ... and at most this many blocks: memory stays bounded, lock round-trips few.
@@ -761,35 +758,15 @@ def _pair_records(
             yield rec.key0, rec.key1, pending[key].pop(0), rec.rows
 
 
-def _create_column(grp: h5py.Group, prop: ChunkedProperty, first_rows: int) -> None:
-    """A growable block dataset whose HDF5 chunk fits its first append."""
-    rows = 1 << max(0, first_rows - 1).bit_length()
-    rows = min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, rows))
-    grp.create_dataset(
-        prop.name,
-        (0, *prop.shape),
-        dtype=np.dtype(prop.dtype),
-        maxshape=(None, *prop.shape),
-        chunks=(rows, *prop.shape),
-    )
-
-
 def _append_block(
-    txn: Transaction, table: ChunkTable, key: KeyT, local: np.ndarray, glob: np.ndarray
+    table: ChunkTable, txn: Transaction, key: KeyT, local: np.ndarray, glob: np.ndarray
 ) -> None:
-    n = len(local)
-    if not n:
-        return
-    if not table.count(key):  # a new block (or one left by an unpublished merge)
-        path = _chunk_path(key)
-        grp = table.group.get(path)
-        fresh = grp is None
-        if fresh:
-            grp = table.group.create_group(path)
-        for prop in (LOCAL_LOCS, GLOBAL_LOCS):
-            if fresh or prop.name not in grp:
-                _create_column(grp, prop, n)
-    table.append(txn, key, n, {LOCAL_LOCS.name: local, GLOBAL_LOCS.name: glob}, {})
+    """Stage one block's rows. A new block's group and datasets are created with its
+    rows (no empty dataset, no resize, no lookup); the table sizes the HDF5 chunk to
+    that first append."""
+    if len(local):
+        data = {LOCAL_LOCS.name: local, GLOBAL_LOCS.name: glob}
+        table.append(txn, key, len(local), data, {})
 
 
 def apply_connectivity(txn: Transaction, tag: str, calls: list[Call]) -> None:
@@ -807,8 +784,8 @@ def apply_connectivity(txn: Transaction, tag: str, calls: list[Call]) -> None:
         table = txn.memo[("C", tag)] = ChunkTable(g, _chunk_path)
     for call in calls:
         for src_id, dst_id, s, t in _pair_records(call.records):
-            _append_block(txn, table, (1, src_id, dst_id), s, t)
-            _append_block(txn, table, (0, dst_id, src_id), t, s)
+            _append_block(table, txn, (1, src_id, dst_id), s, t)
+            _append_block(table, txn, (0, dst_id, src_id), t, s)
     table.publish(txn, path)
 
 
