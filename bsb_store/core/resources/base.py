@@ -378,6 +378,25 @@ def _column_type(dtype: np.dtype) -> h5t.TypeID:
     return tid
 
 
+#: Bounds of an HDF5 chunk of a column dataset: at least this many rows ...
+MIN_CHUNK_ROWS = 64
+#: ... and at most this many bytes.
+MAX_CHUNK_BYTES = 256 * 1024
+
+
+def _chunk_rows(rows: int, row_bytes: int) -> int:
+    """HDF5 chunk rows for a column whose first write holds ``rows`` rows: the write
+    fills its chunks exactly (HDF5 allocates whole chunks, so a power of two above
+    the row count cost up to 2x the bytes stored), split evenly into chunks of at
+    most :data:`MAX_CHUNK_BYTES`; at least :data:`MIN_CHUNK_ROWS`, so that a set
+    grown by many tiny appends does not become thousands of tiny chunks."""
+    cap = max(MIN_CHUNK_ROWS, MAX_CHUNK_BYTES // max(1, row_bytes))
+    if rows <= cap:
+        return max(MIN_CHUNK_ROWS, rows)
+    pieces = -(-rows // cap)
+    return -(-rows // pieces)
+
+
 def _create_ds(
     parent: h5py.Group,
     name: str,
@@ -386,16 +405,15 @@ def _create_ds(
     hint: int = 0,
 ) -> h5d.DatasetID:
     """A growable column dataset with a row-friendly chunk shape (h5py's automatic
-    chunking picks odd shapes such as (512, 2) for (n, 3) data), holding ``data``.
-    The chunk holds about as many rows as the first write (``hint``), so small chunks
-    of cells do not allocate large HDF5 chunks, capped at 256 KiB. Created with the
-    low-level API and cached property lists: one call per new chunk column."""
+    chunking picks odd shapes such as (512, 2) for (n, 3) data), holding ``data``,
+    its HDF5 chunks sized by :func:`_chunk_rows` to the first write (``hint`` rows
+    when there is no data). Created with the low-level API and cached property
+    lists: one call per new chunk column."""
     shape = tuple(spec["shape"])
     dtype = np.dtype(spec["dtype"])
     row_bytes = max(1, int(np.prod(shape, dtype=int)) * dtype.itemsize)
     n = 0 if data is None else len(data)
-    wanted = 1 << max(6, int(max(n, hint, 1) - 1).bit_length())
-    chunk_rows = max(64, min(wanted, (256 * 1024) // row_bytes))
+    chunk_rows = _chunk_rows(max(n, hint), row_bytes)
     space = h5s.create_simple((n, *shape), (h5s.UNLIMITED, *shape))
     dsid = h5d.create(
         parent.id,
