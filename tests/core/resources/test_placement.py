@@ -284,3 +284,21 @@ def test_queued_appends_do_not_alias_the_callers_arrays(engine, ps):
         w[:] = 7
     assert (ps.load_positions() == 0).all() and (ps.load_rotations() == 0).all()
     assert (ps.load_additional("w") == 0).all()
+
+
+@pytest.mark.parametrize("rows", [10, 1000, 1025, 20000])
+def test_first_append_fills_its_hdf5_chunks(engine, ps, rows):
+    """A chunk's columns allocate what the first append holds, not the next power of
+    two (HDF5 allocates whole chunks): at most the 64-row minimum for tiny appends."""
+    import h5py
+
+    ps.append_data(Chunk((0, 0, 0), (100, 100, 100)), np.ones((rows, 3)))
+    engine.close()
+    with h5py.File(engine.root, "r") as f:
+        (cid,) = f["placement/granule/chunks"]
+        ds = f[f"placement/granule/chunks/{cid}/position"]
+        assert ds.shape == (rows, 3)
+        assert ds.maxshape == (None, 3)
+        # 20000 rows exceed one 256 KiB chunk: two chunks of 10000 rows.
+        assert ds.id.get_storage_size() == max(rows, 64) * 3 * 8
+    assert len(PlacementSet(engine, "granule")) == rows
