@@ -1,5 +1,6 @@
 """PlacementSet: appends, global order, filters, labels, failure paths."""
 
+import h5py
 import numpy as np
 import pytest
 
@@ -290,8 +291,6 @@ def test_queued_appends_do_not_alias_the_callers_arrays(engine, ps):
 def test_first_append_fills_its_hdf5_chunks(engine, ps, rows):
     """A chunk's columns allocate what the first append holds, not the next power of
     two (HDF5 allocates whole chunks): at most the 64-row minimum for tiny appends."""
-    import h5py
-
     ps.append_data(Chunk((0, 0, 0), (100, 100, 100)), np.ones((rows, 3)))
     engine.close()
     with h5py.File(engine.root, "r") as f:
