@@ -435,4 +435,6 @@ def _require_ds(
     group: h5py.Group, name: str, spec: dict[str, Any], hint: int = 0
 ) -> h5py.Dataset:
     ds = group.get(name)
-    return ds if ds is not None else h5py.Dataset(_create_ds(group, name, spec, hint=hint))
+    return (
+        ds if ds is not None else h5py.Dataset(_create_ds(group, name, spec, hint=hint))
+    )

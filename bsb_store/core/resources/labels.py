@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
+from h5py import h5d, h5s
 
 if TYPE_CHECKING:
     from ..writes.txn import Transaction
@@ -51,7 +52,8 @@ if TYPE_CHECKING:
 GROUP = "labels"
 #: Name of the per-chunk column of the earlier layout.
 LEGACY_COLUMN = "labels"
-#: Above this many distinct source ids, first appearances are found by sorting.
+#: Above this many distinct source ids, first appearances are found by sorting (and
+#: below this many candidate ids, by one comparison per candidate).
 _FEW_SOURCES = 16
 #: The types ``values`` may have, narrowest first.
 _ID_TYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32))
@@ -91,7 +93,7 @@ class LabelSets:
             return np.ones(len(values), dtype=bool)
         wanted = frozenset(labels)
         ids = [k for k, v in self.sets.items() if (v & wanted) or v == wanted]
-        return np.isin(values, ids)
+        return select(values, ids)
 
     def _find_or_add(self, labels: frozenset[str], counter) -> int:
         for k, v in self.sets.items():
@@ -111,12 +113,18 @@ class LabelSets:
         of each distinct source id is decided in the order of its first appearance
         among the targets (which fixes the ids new sets get), then applied to every
         target at once. A cell listed twice changes once: transitions are idempotent
-        (adding or removing the same labels again gives the same set)."""
-        out = np.array(values, dtype=np.int64, copy=True)
+        (adding or removing the same labels again gives the same set).
+
+        The result keeps the integer type of ``values`` (the stored ids are usually
+        one byte each) unless a new id does not fit in it; then it is int64. ``values``
+        itself is never modified."""
+        values = np.asarray(values)
+        if values.dtype.kind not in "iu":
+            values = values.astype(np.int64)
         targets = np.asarray(targets, dtype=np.int64).reshape(-1)
         if not len(targets):
-            return out
-        src = out[targets]
+            return values.copy()
+        src = np.take(values, targets)
         sources = _first_appearances(src)
         change = frozenset(labels)
         counter = (c for c in itertools.count() if c not in self.sets)
@@ -126,16 +134,68 @@ class LabelSets:
             result = current | change if add else current - change
             dst[i] = s if result == current else self._find_or_add(result, counter)
         if np.array_equal(dst, sources):
-            return out
-        order = np.argsort(sources)
-        out[targets] = dst[order][np.searchsorted(sources[order], src)]
+            return values.copy()
+        if int(dst.max()) <= np.iinfo(values.dtype).max:
+            out = values.copy()
+        else:
+            out = values.astype(np.int64)
+        hi = int(sources.max())
+        if int(sources.min()) >= 0 and hi < max(1 << 16, len(targets)):
+            # Every source id is small: a lookup table maps each target in one pass.
+            lut = np.arange(hi + 1, dtype=out.dtype)
+            lut[sources] = dst
+            out[targets] = np.take(lut, src)
+        else:
+            order = np.argsort(sources)
+            out[targets] = dst[order][np.searchsorted(sources[order], src)]
         return out
+
+
+def present(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` for label-set ids: by counting (no sort) when the ids are
+    small, as stored ids are."""
+    values = np.asarray(values)
+    if not len(values):
+        return np.unique(values)
+    lo, hi = int(values.min()), int(values.max())
+    if lo < 0 or hi >= max(1 << 16, len(values)):
+        return np.unique(values)
+    return np.flatnonzero(np.bincount(values, minlength=hi + 1))
+
+
+def select(values: np.ndarray, ids: Iterable[int]) -> np.ndarray:
+    """``np.isin(values, ids)`` for label-set ids: through a boolean lookup table
+    indexed by the ids (one gather over ``values``; ``np.isin`` sorts or compares
+    once per id) whenever the ids in ``values`` are small, as stored ids are."""
+    ids = np.fromiter(ids, dtype=np.int64)
+    values = np.asarray(values)
+    if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
+        size = 1 << (8 * values.dtype.itemsize)
+    elif not len(values):
+        return np.zeros(0, dtype=bool)
+    else:
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi >= max(1 << 16, len(values)):
+            return np.isin(values, ids)
+        size = hi + 1
+    lut = np.zeros(size, dtype=bool)
+    lut[ids[(ids >= 0) & (ids < size)]] = True
+    return np.take(lut, values)
 
 
 def _first_appearances(values: np.ndarray) -> np.ndarray:
     """The distinct values of ``values`` in the order of their first appearance."""
     lo = int(values.min())
     hi = int(values.max())
+    if hi - lo < _FEW_SOURCES:
+        # A narrow range: one comparison pass per candidate (cheaper than counting).
+        found = []
+        for v in range(lo, hi + 1):
+            hit = values == v
+            at = int(np.argmax(hit))
+            if hit[at]:
+                found.append((at, v))
+        return np.asarray([v for _, v in sorted(found)], dtype=values.dtype)
     if lo >= 0 and hi < max(1 << 16, 4 * len(values)):
         present = np.flatnonzero(np.bincount(values, minlength=hi + 1))
         if len(present) <= _FEW_SOURCES:
@@ -157,10 +217,16 @@ class StoredLabels:
     @classmethod
     def open(cls, set_group: h5py.Group) -> StoredLabels | None:
         """The set's flat label column, or None when no labelling call stored one."""
-        g = set_group.get(GROUP)
-        if not isinstance(g, h5py.Group):
+        # Low-level opens and reads: this runs once or twice per labelling call and
+        # per label read, and h5py's path lookups cost more than the reads here.
+        gid = set_group.id
+        try:
+            keys = h5d.open(gid, f"{GROUP}/keys".encode())
+        except KeyError:
             return None
-        return cls(g["keys"][()], g["counts"][()], g["values"])
+        counts = h5d.open(gid, f"{GROUP}/counts".encode())
+        values = h5d.open(gid, f"{GROUP}/values".encode())
+        return cls(_read_all(keys), _read_all(counts), h5py.Dataset(values))
 
     def covers(self, ids: np.ndarray, counts: np.ndarray) -> bool:
         """Whether the snapshot holds exactly these chunks with these counts (then
@@ -173,11 +239,12 @@ class StoredLabels:
 
     def expand(self, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """The ids of the cells of chunks ``ids`` holding ``counts`` cells now, in the
-        order given: stored rows, then 0 for rows (or chunks) stored since."""
+        order given: stored rows, then 0 for rows (or chunks) stored since. In the
+        stored type of ``values`` (not widened: the ids are small)."""
         total = int(counts.sum())
         if self.covers(ids, counts):
-            return np.asarray(self.values[()], dtype=np.int64)
-        out = np.zeros(total, dtype=np.int64)
+            return self.values[()]
+        out = np.zeros(total, dtype=self.values.dtype)
         if not len(self.keys) or not total:
             return out
         pos = np.minimum(np.searchsorted(self.keys, ids), len(self.keys) - 1)
@@ -191,6 +258,14 @@ class StoredLabels:
         lo, hi = int(src.min()), int(src.max()) + 1
         out[dst] = self.values[lo:hi][src - lo]
         return out
+
+
+def _read_all(ds: h5d.DatasetID) -> np.ndarray:
+    """The whole of a one-dimensional int64 dataset (``keys`` or ``counts``)."""
+    out = np.empty(ds.shape, dtype=np.int64)
+    if out.size:
+        ds.read(h5s.ALL, h5s.ALL, out)
+    return out
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -220,15 +295,37 @@ def _layout(table: ChunkTable, keys: Sequence[KeyT]) -> tuple[np.ndarray, np.nda
     return ids, np.where(found, counts[order][pos], 0)
 
 
-def read_labels(table: ChunkTable, keys: Sequence[KeyT]) -> np.ndarray:
-    """The label-set id of every cell of chunks ``keys`` (in the order given) of the
-    placement set whose chunk table is ``table``, whichever layout holds them."""
+@dataclass
+class LabelColumn:
+    """The ids of the cells of some chunks of a set, as read, with what was read to
+    find them (so that :func:`write_labels` need not read it again)."""
+
+    ids: np.ndarray  # (K,) int64 chunk ids, in the order asked for
+    counts: np.ndarray  # (K,) int64 cells each of those chunks holds now
+    stored: StoredLabels | None  # the flat column, if the set has one
+    values: np.ndarray  # (sum(counts),) label-set id per cell (see read_labels)
+
+
+def load_labels(table: ChunkTable, keys: Sequence[KeyT]) -> LabelColumn:
+    """:func:`read_labels`, with the layout and snapshot it read."""
+    ids, counts = _layout(table, keys)
     stored = StoredLabels.open(table.group)
     if stored is not None:
-        return stored.expand(*_layout(table, keys))
-    if LEGACY_COLUMN in table.columns:
-        return np.asarray(table.read(keys, LEGACY_COLUMN), dtype=np.int64)
-    return np.zeros(sum(table.count(k) for k in keys), dtype=np.int64)
+        values = stored.expand(ids, counts)
+    elif LEGACY_COLUMN in table.columns:
+        values = np.asarray(table.read(keys, LEGACY_COLUMN), dtype=np.int64)
+    else:
+        values = np.zeros(int(counts.sum()), dtype=np.uint8)
+    return LabelColumn(ids, counts, stored, values)
+
+
+def read_labels(table: ChunkTable, keys: Sequence[KeyT]) -> np.ndarray:
+    """The label-set id of every cell of chunks ``keys`` (in the order given) of the
+    placement set whose chunk table is ``table``, whichever layout holds them.
+
+    An unsigned or int64 integer array: the flat column's stored type as-is (ids are
+    usually one byte each; widening them would cost more than reading them)."""
+    return load_labels(table, keys).values
 
 
 def write_labels(
@@ -239,10 +336,13 @@ def write_labels(
     old: np.ndarray,
     new: np.ndarray,
     touched: np.ndarray | None = None,
+    column: LabelColumn | None = None,
 ) -> None:
     """Publish ``new`` as the ids of every cell of the set at ``path`` (``keys``: all
     of its chunks, ascending; ``old``: the ids :func:`read_labels` gave for them;
-    ``touched``: the rows that may differ, if known, else every row is compared).
+    ``touched``: the rows that may differ, if known, else every row is compared;
+    ``column``: what :func:`load_labels` gave for ``keys`` in this transaction, if at
+    hand: then the layout and snapshot are not read again).
 
     When the stored snapshot covers exactly these chunks (and the new ids fit its
     type), the changed range of ``values`` is written in place (one ``write``
@@ -250,24 +350,35 @@ def write_labels(
     column is staged and swapped in whole (one ``replace``), and the per-chunk column
     of the earlier layout, if any, is dropped in the same transaction.
     """
-    ids, counts = _layout(table, keys)
-    stored = StoredLabels.open(table.group)
+    if column is None:
+        ids, counts = _layout(table, keys)
+        stored = StoredLabels.open(table.group)
+    else:
+        ids, counts, stored = column.ids, column.counts, column.stored
     if stored is not None and stored.covers(ids, counts):
         if touched is None:
             changed = np.flatnonzero(old != new)
         else:
             rows = np.asarray(touched, dtype=np.int64)
-            changed = rows[old[rows] != new[rows]]
+            changed = rows[np.take(old, rows) != np.take(new, rows)]
         if not len(changed):
             return
         lo, hi = int(changed.min()), int(changed.max()) + 1
         dtype = stored.values.dtype
-        if int(new[changed].max()) <= np.iinfo(dtype).max:
-            txn.write(f"{path}/{GROUP}/values", lo, new[lo:hi].astype(dtype))
+        if _fits(new, changed, dtype):
+            txn.write(f"{path}/{GROUP}/values", lo, new[lo:hi].astype(dtype, copy=False))
             return
     _stage_column(txn, path, ids, counts, new)
     if LEGACY_COLUMN in table.columns:
         _drop_legacy(txn, path, table)
+
+
+def _fits(new: np.ndarray, changed: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether the ids ``new[changed]`` (the others are stored already) fit ``dtype``;
+    without looking at them when the type of ``new`` does."""
+    if np.can_cast(new.dtype, dtype, "safe"):
+        return True
+    return int(np.take(new, changed).max()) <= np.iinfo(dtype).max
 
 
 def drop_chunks(
@@ -298,9 +409,9 @@ def _stage_column(
     g = txn.file.create_group(staged)
     g.create_dataset("keys", data=np.asarray(ids, dtype=np.int64))
     g.create_dataset("counts", data=np.asarray(counts, dtype=np.int64))
-    values = np.asarray(values, dtype=np.int64)
+    values = np.asarray(values)
     largest = int(values.max()) if len(values) else 0
-    g.create_dataset("values", data=values.astype(_id_type(largest)))
+    g.create_dataset("values", data=values.astype(_id_type(largest), copy=False))
     txn.replace(staged, f"{path}/{GROUP}")
 
 

@@ -278,7 +278,7 @@ class PlacementSet(ChunkLoader, Resource):
         """The label sets of the chunk-filtered cells, in label-set id order."""
         with self._engine._read() as f:
             table, keys, _ = self._view(f, labels=False)
-            present = np.unique(self._read_labels(table, keys))
+            present = _labels.present(self._read_labels(table, keys))
             sets = self._label_sets(f)
         return [set(sets.labels_of(int(i))) for i in present]
 
@@ -294,7 +294,7 @@ class PlacementSet(ChunkLoader, Resource):
         with self._engine._read() as f:
             table, keys, _ = self._view(f, labels=False)
             mask = self._label_sets(f).mask(self._read_labels(table, keys), labels)
-            return _global_ids(table, keys)[mask]
+            return _view_to_global(np.flatnonzero(mask), *_view_map(table, keys))
 
     def label(self, labels: Iterable[str], cells: Any) -> None:
         """Add ``labels`` to ``cells`` (ids into the current filtered view, or a mask)."""
@@ -320,19 +320,24 @@ class PlacementSet(ChunkLoader, Resource):
         with self._engine._write() as txn:
             f = txn.file
             table, keys, view_mask = self._view(f)
-            view_ids = _global_ids(table, keys)
+            ends, shifts = _view_map(table, keys)
+            n_view = int(ends[-1]) if len(ends) else 0
             if view_mask is not None:
-                view_ids = view_ids[view_mask]
-            targets = _resolve_cells(view_ids, cells, mask, self._name)
-            if not len(targets):
+                n_view = int(np.count_nonzero(view_mask))
+            rows = _resolve_cells(n_view, cells, mask, self._name)
+            if not len(rows):
                 return
+            if view_mask is not None:
+                rows = np.flatnonzero(view_mask)[rows]
+            targets = _view_to_global(rows, ends, shifts)
             all_keys = sorted(table.keys)
-            values = self._read_labels(table, all_keys)
+            column = _labels.load_labels(table, all_keys)
+            values = column.values
             sets = self._label_sets(f)
             known = len(sets.sets)
             new_values = sets.apply(values, targets, labels, add)
             _labels.write_labels(
-                txn, self._path, table, all_keys, values, new_values, targets
+                txn, self._path, table, all_keys, values, new_values, targets, column
             )
             if len(sets.sets) != known:
                 txn.set_attr(self._path, "labelsets", sets.encode())
@@ -459,30 +464,65 @@ def _global_ids(table: ChunkTable, keys: Sequence[KeyT]) -> np.ndarray:
     return np.arange(int(ends[-1]), dtype=np.int64) + np.repeat(first - (ends - n), n)
 
 
-def _resolve_cells(view_ids: np.ndarray, cells: Any, mask: Any, name: str) -> np.ndarray:
+def _view_map(table: ChunkTable, keys: Sequence[KeyT]) -> tuple[np.ndarray, np.ndarray]:
+    """Where the rows of the view over chunks ``keys`` (concatenated in the order
+    given; keys that are not stored hold no cell) are in the global cell order, as
+    ``(ends, shifts)``: view row ``r`` belongs to the view's chunk
+    ``j = searchsorted(ends, r, "right")`` and is global cell ``r + shifts[j]``.
+
+    Vectorised over the chunks (no Python call per chunk), and without expanding the
+    id of every cell as :func:`_global_ids` does: see :func:`_view_to_global`."""
+    stored = np.fromiter((k[0] for k in table.keys), np.int64, len(table.keys))
+    counts = np.asarray(table.counts, dtype=np.int64).reshape(-1)
+    order = np.argsort(stored, kind="stable")
+    stored, counts = stored[order], counts[order]
+    starts = np.cumsum(counts) - counts  # global id of each stored chunk's first cell
+    view = np.fromiter((k[0] for k in keys), np.int64, len(keys))
+    if not len(stored) or not len(view):
+        empty = np.zeros(len(view), dtype=np.int64)
+        return empty, empty
+    pos = np.minimum(np.searchsorted(stored, view), len(stored) - 1)
+    n = np.where(stored[pos] == view, counts[pos], 0)
+    ends = np.cumsum(n)
+    return ends, starts[pos] - (ends - n)
+
+
+def _view_to_global(rows: np.ndarray, ends: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Global ids of view rows ``rows`` (in range), given the view's
+    :func:`_view_map`. When the view is every cell in global order (no chunk filter),
+    row and id coincide and ``rows`` is returned as they are."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not shifts.any():
+        return rows
+    return rows + shifts[np.searchsorted(ends, rows, side="right")]
+
+
+def _resolve_cells(n_view: int, cells: Any, mask: Any, name: str) -> np.ndarray:
+    """The view rows (``[0, n_view)``) that ``cells`` (ids or a boolean mask) or
+    ``mask`` select, in the order given; :class:`LabellingError` if they do not fit."""
     if mask is not None:
         m = np.asarray(mask)
-        if m.dtype != bool or m.shape != (len(view_ids),):
+        if m.dtype != bool or m.shape != (n_view,):
             raise LabellingError(
-                f"Mask doesn't fit data: placement set '{name}' has {len(view_ids)} cells "
+                f"Mask doesn't fit data: placement set '{name}' has {n_view} cells "
                 f"in view, got a mask of shape {m.shape} and dtype {m.dtype}.",
                 set=name,
             )
-        return view_ids[m]
+        return np.flatnonzero(m)
     c = np.asarray(cells)
     if c.dtype == bool:
-        return _resolve_cells(view_ids, None, c, name)
+        return _resolve_cells(n_view, None, c, name)
     c = c.reshape(-1)
     if not c.size:  # no cells, whatever the dtype of the empty array: nothing to cast
-        return view_ids[:0]
-    if c.dtype.kind not in "iu" or c.min() < 0 or c.max() >= len(view_ids):
-        bad = c[(c < 0) | (c >= len(view_ids))] if c.dtype.kind in "iu" else c
+        return np.empty(0, dtype=np.int64)
+    if c.dtype.kind not in "iu" or c.min() < 0 or c.max() >= n_view:
+        bad = c[(c < 0) | (c >= n_view)] if c.dtype.kind in "iu" else c
         raise LabellingError(
             f"Cell ids {bad[:5].tolist()} are out of range for placement set '{name}' "
-            f"with {len(view_ids)} cells in view.",
+            f"with {n_view} cells in view.",
             set=name,
         )
-    return view_ids[c.astype(np.int64)]
+    return c.astype(np.int64, copy=False)
 
 
 def _as_additional(value: Any, key: str) -> np.ndarray:

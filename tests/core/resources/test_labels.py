@@ -234,3 +234,53 @@ def test_ids_outgrowing_one_byte_widen_the_column(ps, engine):
             == np.flatnonzero(model.mask(values, [f"l{i}"])).tolist()
         )
     assert ps.get_unique_labels() == [set(model.sets[k]) for k in np.unique(values)]
+
+
+def test_labelling_through_chunk_and_label_filters_hits_the_cells_in_view(ps):
+    """Cell ids of a labelling call index the filtered view; the cells they name are
+    the ones ``load_ids`` lists for that view (chunks appended out of order, a filter
+    with a chunk the set lacks, a label filter on top)."""
+    for chunk, n in (((2, 0, 0), 4), ((0, 0, 0), 3), ((1, 0, 0), 2)):
+        ps.append_data(chunk, np.zeros((n, 3)))
+    ps.set_chunk_filter([(2, 0, 0), (5, 0, 0), (0, 0, 0)])
+    view = ps.load_ids().tolist()
+    assert len(view) == 7
+    ps.label(["a"], [0, 4, 6])
+    assert ps.get_labelled(["a"]).tolist() == sorted(view[i] for i in (0, 4, 6))
+    ps.label_by_mask(["m"], np.arange(7) % 2 == 1)
+    assert ps.get_labelled(["m"]).tolist() == [view[i] for i in (1, 3, 5)]
+    ps.set_label_filter(["a"])
+    labelled_view = ps.load_ids().tolist()
+    ps.label(["b"], [1])
+    ps.set_label_filter(None)
+    assert ps.get_labelled(["b"]).tolist() == [labelled_view[1]]
+    ps.set_chunk_filter(None)
+    # Chunks by id: (0, 0, 0) holds cells 0-2, (1, 0, 0) 3-4, (2, 0, 0) 5-8.
+    assert view == [0, 1, 2, 5, 6, 7, 8]
+    assert ps.get_labelled(["a"]).tolist() == [0, 6, 8]
+    assert ps.get_label_mask(["b"]).tolist() == [i == 6 for i in range(9)]
+    with pytest.raises(Exception, match="out of range"):
+        ps.label(["c"], [9])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int64])
+def test_select_and_apply_keep_to_the_stored_id_type(dtype):
+    """Masks (and present ids) over stored ids of any type equal ``np.isin`` (and
+    ``np.unique``); ``apply`` keeps the type of the ids it is given while new ids fit
+    in it, and widens them otherwise."""
+    rng = np.random.default_rng(11)
+    values = rng.integers(0, 200, 1000).astype(dtype)
+    for ids in ([], [0], [3, 7, 199], [5, 10**9], list(range(0, 300, 3))):
+        got = labels_mod.select(values, ids)
+        assert got.tolist() == np.isin(values, ids).tolist()
+    assert labels_mod.select(values[:0], [1]).tolist() == []
+    assert labels_mod.present(values).tolist() == np.unique(values).tolist()
+    assert labels_mod.present(values[:0]).tolist() == []
+    sets = LabelSets({i: frozenset({f"s{i}"}) for i in range(200)} | {0: frozenset()})
+    reference = LabelSets(dict(sets.sets))
+    out = sets.apply(values, np.arange(0, 1000, 7), ["x"], True)
+    expected = sequential_apply(reference, values, np.arange(0, 1000, 7), ["x"], True)
+    assert out.tolist() == expected.tolist()
+    assert list(sets.sets.items()) == list(reference.sets.items())
+    assert out.dtype == (np.int64 if dtype == np.uint8 else dtype)
+    assert values.max() < 200  # the input is left alone
