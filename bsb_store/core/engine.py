@@ -457,9 +457,12 @@ class HDF5Engine:
         Not collective: every process closes its own writer."""
         st = self._st
         with st.rlock:
-            if st.writer is not None and not st.writer.closed and self.exists():
-                with contextlib.suppress(Exception):
-                    self._merge_all()
+            if st.writer is not None and not st.writer.closed:
+                # A root removed behind our back has nothing to merge into, but the
+                # writer's file and sidecar locks must still be closed.
+                if self.exists():
+                    with contextlib.suppress(Exception):
+                        self._merge_all()
                 st.writer.close(delete=True)
             st.writer = None
             st.close_handle()
@@ -826,7 +829,7 @@ def _safe(fn) -> str | None:
 def _close_all() -> None:
     for st in list(_STATES.values()):
         with contextlib.suppress(Exception):
-            if st.writer is not None and not st.writer.closed and os.path.exists(st.path):
+            if st.writer is not None and not st.writer.closed:
                 HDF5Engine(st.path, locking=st.locking).close()
         with contextlib.suppress(Exception):
             st.close_handle()

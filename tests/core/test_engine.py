@@ -138,6 +138,47 @@ def test_missing_root(tmp_path):
     assert not os.path.exists(e.root)
 
 
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_close_releases_the_writer_of_a_removed_root(tmp_path):
+    # The shard writer holds its `.alive` flock and its lock file open; closing the
+    # engine must release them even when the root was deleted behind its back.
+    e = HDF5Engine(tmp_path / "a.h5")
+    e.create()
+    before = _open_fds()
+    PlacementSet.create(e, "a").append_data((0, 0, 0), np.zeros((2, 3)))
+    writer = e._st.writer
+    alive, lock = writer._alive, writer.lock._fh
+    assert not alive.closed and not lock.closed
+    os.unlink(e.root)
+    os.unlink(e.root + ".lock")
+    e.close()
+    assert writer.closed and alive.closed and lock.closed
+    assert _open_fds() <= before
+    assert not os.path.exists(writer.path)
+
+
+def test_exit_closes_the_writer_of_a_removed_root(tmp_path):
+    # The atexit handler closes what the user left open: no ResourceWarning at exit.
+    script = textwrap.dedent(f"""
+        import os
+        import numpy as np
+        from bsb_store.core import HDF5Engine, PlacementSet
+        e = HDF5Engine({str(tmp_path / "a.h5")!r})
+        e.create()
+        PlacementSet.create(e, "a").append_data((0, 0, 0), np.zeros((2, 3)))
+        os.unlink(e.root)
+    """)
+    run = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert "ResourceWarning" not in run.stderr, run.stderr
+
+
 def test_read_only_refuses_writes(engine):
     ps = PlacementSet.create(engine, "a")
     with engine.read_only():
