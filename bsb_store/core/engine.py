@@ -664,7 +664,10 @@ class HDF5Engine:
         """Validate a chunk's size against the store's; the record that sets it."""
         if size is None:
             return []
-        current = self._chunk_size(sync=False) or self._st.pending_chunk_size
+        st = self._st
+        # Known sizes first: until the first merge the root holds none, and asking it
+        # would take the shared root lock on every append.
+        current = st.chunk_size or st.pending_chunk_size or self._chunk_size(sync=False)
         if current is not None:
             if not np.allclose(current, size):
                 raise ChunkSizeError(
@@ -674,7 +677,7 @@ class HDF5Engine:
                     given=size,
                 )
             return []
-        self._st.pending_chunk_size = size
+        st.pending_chunk_size = size
         return [Record(("S", "", "chunk_size"), 0, 0, np.asarray([size], float), 1)]
 
     def _known_columns(
