@@ -104,23 +104,16 @@ class ShardWriter:
         self._alive = try_exclusive(alive_path) if locking == "flock" else None
         self.lock = SidecarLock(lock_path, locking)
         self._tlock = threading.RLock()
-        self._file = h5py.File(self.path, "w", locking=False)
-        self._file.attrs["bsb_store_shard"] = SHARD_FORMAT
-        self._file.attrs["pid"] = os.getpid()
-        self._log = self._file.create_dataset(
-            "log",
-            (0, LOG_COLUMNS),
-            dtype=np.int64,
-            maxshape=(None, LOG_COLUMNS),
-            chunks=(4096, LOG_COLUMNS),
-        )
-        self._committed_ds = self._file.create_dataset(
-            "committed", data=np.zeros(1, np.int64)
-        )
-        self._streams_ds = self._file.create_dataset(
-            "streams", (0,), dtype=_STR, maxshape=(None,), chunks=(256,)
-        )
-        self._file.flush()
+        try:
+            self._create_file()
+        except BaseException:
+            # Nothing was committed: release the sidecars and leave no shard behind.
+            self.lock.close()
+            if self._alive is not None:
+                self._alive.close()
+            with contextlib.suppress(OSError):
+                remove_shard(self.path)
+            raise
         self._streams: dict[tuple[Any, ...], int] = {}
         self._data: dict[int, h5py.Dataset] = {}
         self._lengths: dict[int, int] = {}  # rows in each data dataset
@@ -130,6 +123,30 @@ class ShardWriter:
         self._pending_bytes = 0
         self._defer = 0
         self.closed = False
+
+    def _create_file(self) -> None:
+        """Create the shard file with its empty log, commit record and stream table."""
+        self._file = h5py.File(self.path, "w", locking=False)
+        try:
+            self._file.attrs["bsb_store_shard"] = SHARD_FORMAT
+            self._file.attrs["pid"] = os.getpid()
+            self._log = self._file.create_dataset(
+                "log",
+                (0, LOG_COLUMNS),
+                dtype=np.int64,
+                maxshape=(None, LOG_COLUMNS),
+                chunks=(4096, LOG_COLUMNS),
+            )
+            self._committed_ds = self._file.create_dataset(
+                "committed", data=np.zeros(1, np.int64)
+            )
+            self._streams_ds = self._file.create_dataset(
+                "streams", (0,), dtype=_STR, maxshape=(None,), chunks=(256,)
+            )
+            self._file.flush()
+        except BaseException:
+            self._file.close()
+            raise
 
     # ----------------------------------------------------------------------- append
     def append(self, records: list[Record]) -> None:

@@ -1,9 +1,12 @@
 """Shard files: commit records, deferred commits, reading committed calls only."""
 
+import os
+
 import h5py
 import numpy as np
 import pytest
 
+import bsb_store.core.writes.shard as shard_mod
 from bsb_store.core.writes.shard import (
     Record,
     ShardWriter,
@@ -84,3 +87,29 @@ def test_string_streams(tmp_path):
     calls, _ = w.read_calls(0)
     assert calls[0].records[0].rows.tolist() == ["a", "bé"]
     w.close()
+
+
+def test_failed_creation_leaves_no_shard_and_no_open_file(tmp_path, monkeypatch):
+    """A writer whose shard file cannot be created (disk full, permissions) releases
+    its lock files and removes what it created; the next writer starts clean."""
+
+    def fds() -> set[str]:
+        return set(os.listdir("/proc/self/fd"))
+
+    class Refused(OSError):
+        pass
+
+    def refuse(*args, **kwargs):
+        raise Refused("no space left on device")
+
+    before = fds()
+    monkeypatch.setattr(shard_mod.h5py, "File", refuse)
+    with pytest.raises(Refused):
+        ShardWriter(str(tmp_path / "shards"))
+    monkeypatch.undo()
+    assert fds() <= before
+    assert os.listdir(tmp_path / "shards") == []
+    w = ShardWriter(str(tmp_path / "shards"))
+    w.append([Record(("P", "a", "position"), 1, 0, np.ones((2, 3)), 2)])
+    assert w.committed == 1
+    w.close(delete=True)
