@@ -253,6 +253,40 @@ def run_appends(
     return AppendRuns(appends, best["total"], scoped, best, path)
 
 
+def append_workload(
+    ctx: Context,
+    label: str,
+    fixture: str,
+    write: Callable[[Any, str, bool], dict[str, Any]],
+    payload_bytes: int,
+    titles: tuple[str, str, str],
+    extra: Callable[[Any, int], dict[str, Any]] = lambda backend, size: {},
+) -> dict[str, dict[str, Any]]:
+    """The three rows of an append workload (``titles``: appends, appends + first
+    read, the same in a write scope) for every backend, through :func:`run_appends`
+    with ``write(backend, path, scoped)``; keeps each backend's best plain store as
+    the ``(fixture, name)`` fixture and returns the per-backend metrics (flatness and
+    file size against ``payload_bytes``, plus what ``extra(backend, size)`` adds)."""
+    rows: tuple[dict[str, float], ...] = ({}, {}, {})
+    metrics = {}
+    for name, backend in ctx.backends.items():
+        runs = run_appends(ctx, name, label, lambda p, sc, b=backend: write(b, p, sc))
+        for row, value in zip(rows, (runs.appends, runs.total, runs.scoped)):
+            row[name] = value
+        ctx.fixtures[(fixture, name)] = runs.path
+        size = backend.store_bytes(runs.path)
+        metrics[name] = {
+            "flatness": flatness(runs.best["per_call"]),
+            "file_bytes": size,
+            "payload_bytes": payload_bytes,
+            "file_ratio": size / payload_bytes,
+            **extra(backend, size),
+        }
+    for title, row in zip(titles, rows):
+        ctx.add(title, row)
+    return metrics
+
+
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -15,7 +15,7 @@ import gc
 import time
 
 from .backends import Backend
-from .common import Connectivity, Context, flatness, run_appends
+from .common import Connectivity, Context, append_workload
 
 NAME = "connect"
 
@@ -61,26 +61,21 @@ def ensure(ctx: Context, name: str) -> str:
 
 
 def run(ctx: Context) -> None:
-    data = ctx.connectivity()
-    appends, totals, scoped, metrics = {}, {}, {}, {}
-    for name, backend in ctx.backends.items():
-        runs = run_appends(
-            ctx, name, "connect", lambda p, sc, b=backend: _connect(b, p, data, sc)
-        )
-        appends[name], totals[name], scoped[name] = runs.appends, runs.total, runs.scoped
-        best, path = runs.best, runs.path
-        ctx.fixtures[("connected", name)] = path
-        size = backend.store_bytes(path)
-        metrics[name] = {
-            "flatness": flatness(best["per_call"]),
-            "file_bytes": size,
-            "payload_bytes": data.nbytes,
+    data, c = ctx.connectivity(), ctx.sizes
+    metrics = append_workload(
+        ctx,
+        "connect",
+        "connected",
+        lambda b, path, scoped: _connect(b, path, data, scoped),
+        data.nbytes,
+        (
+            f"connect {c.connections:,} in {len(data.blocks):,} blocks",
+            "connect + first read (merge)",
+            "connect in write_scope + first read",
+        ),
+        lambda backend, size: {
             "directions": backend.directions,
-            "file_ratio": size / data.nbytes,
             "file_ratio_per_direction": size / (data.nbytes * backend.directions),
-        }
-    c = ctx.sizes
-    ctx.add(f"connect {c.connections:,} in {len(data.blocks):,} blocks", appends)
-    ctx.add("connect + first read (merge)", totals)
-    ctx.add("connect in write_scope + first read", scoped)
+        },
+    )
     ctx.metrics[NAME] = metrics

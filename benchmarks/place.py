@@ -16,7 +16,7 @@ import gc
 import time
 
 from .backends import Backend
-from .common import Context, flatness, run_appends
+from .common import Context, append_workload
 
 NAME = "place"
 
@@ -54,24 +54,17 @@ def ensure(ctx: Context, name: str) -> str:
 
 
 def run(ctx: Context) -> None:
-    data = ctx.placement()
-    appends, totals, scoped, metrics = {}, {}, {}, {}
-    for name, backend in ctx.backends.items():
-        runs = run_appends(
-            ctx, name, "place", lambda p, sc, b=backend: _place(b, p, ctx, sc)
-        )
-        appends[name], totals[name], scoped[name] = runs.appends, runs.total, runs.scoped
-        best, path = runs.best, runs.path
-        ctx.fixtures[("placed", name)] = path
-        size = backend.store_bytes(path)
-        metrics[name] = {
-            "flatness": flatness(best["per_call"]),
-            "file_bytes": size,
-            "payload_bytes": data.nbytes,
-            "file_ratio": size / data.nbytes,
-        }
     c = ctx.sizes
-    ctx.add(f"place {c.cells:,} cells / {c.chunks:,} appends", appends)
-    ctx.add("place + first read (merge)", totals)
-    ctx.add("place in write_scope + first read", scoped)
+    metrics = append_workload(
+        ctx,
+        "place",
+        "placed",
+        lambda b, path, scoped: _place(b, path, ctx, scoped),
+        ctx.placement().nbytes,
+        (
+            f"place {c.cells:,} cells / {c.chunks:,} appends",
+            "place + first read (merge)",
+            "place in write_scope + first read",
+        ),
+    )
     ctx.metrics[NAME] = metrics
