@@ -11,6 +11,8 @@ its boundary; nothing here imports bsb.
 
 from __future__ import annotations
 
+import errno
+
 import errr
 
 
@@ -90,6 +92,23 @@ class ReadOnlyError(StoreError, PermissionError):
     """A write was attempted through a read-only file, engine or scope."""
 
 
+class StoreIOError(StoreError, OSError):
+    """Writing a store file failed at the operating-system or HDF5 level (an I/O error,
+    a full disk); the message names the file and the operation. The call changed
+    nothing: its write session was rolled back."""
+
+
+class DiskFullError(StoreIOError):
+    """Not enough free space for a write or a merge (``errno`` is ``ENOSPC``); the
+    message says how much is needed and on which file system. Raised before the write
+    when the free space can be checked, so nothing is changed and nothing is lost."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.errno = errno.ENOSPC
+        self.strerror = "No space left on device"
+
+
 # ------------------------------------------------------------------------ resources
 class DatasetNotFoundError(StoreError, LookupError):
     """A placement or connectivity set, or data inside it, does not exist."""
@@ -135,6 +154,7 @@ __all__ = [
     "CollectiveError",
     "DatasetExistsError",
     "DatasetNotFoundError",
+    "DiskFullError",
     "DtypeError",
     "FormatError",
     "FormatVersionError",
@@ -153,6 +173,7 @@ __all__ = [
     "ShapeError",
     "StoreError",
     "StoreExistsError",
+    "StoreIOError",
     "StoreNotFoundError",
     "StoreWarning",
     "TypeMismatchError",

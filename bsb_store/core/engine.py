@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import json
 import os
 import shutil
+import sys
 import threading
 import uuid
 import weakref
@@ -42,7 +44,9 @@ from ..exceptions import (
     NotAStoreError,
     ReadOnlyError,
     RecoveryNeededError,
+    StoreError,
     StoreExistsError,
+    StoreIOError,
     StoreNotFoundError,
 )
 from . import layout
@@ -52,7 +56,7 @@ from .locking import LockingMode, SidecarLock, parse_locking
 from .writes import consolidate as merge
 from .writes.shard import Record, ShardWriter
 from .writes.txn import Transaction, has_journal, recover
-from .writes.undo import UndoFile, has_undo, rollback, undo_path
+from .writes.undo import UndoFile, has_undo, rollback, session_error, undo_path
 
 _STATES: dict[tuple[str, LockingMode], _RootState] = {}
 _STATES_LOCK = threading.Lock()
@@ -213,11 +217,23 @@ def _open_session(path: str) -> tuple[h5py.File, UndoFile]:
         raise NotAStoreError(
             f"'{path}' is not an HDF5 file (empty, foreign or damaged).", path=path
         )
-    session = UndoFile(path)
     try:
+        session = UndoFile(path)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the undo log cannot be started
+            raise session_error(path, "starting a write session", e) from e
+        raise
+    try:
+        # Room for the session's metadata and undo log; the data it writes is checked
+        # as it is staged (Transaction.reserve).
+        session.reserve(0, 0, "a write session")
         return h5py.File(session, "r+", locking=False), session
     except OSError as e:
         session.abort()
+        if isinstance(e, StoreError):
+            raise
+        if session.error is not None:
+            raise session_error(path, "opening the root for writing", e) from e
         raise NotAStoreError(
             f"'{path}' cannot be opened as an HDF5 file ({e}): it is truncated, "
             "damaged or not HDF5.",
@@ -226,6 +242,44 @@ def _open_session(path: str) -> tuple[h5py.File, UndoFile]:
     except BaseException:
         session.abort()
         raise
+
+
+def _close_session_file(f: h5py.File) -> None:
+    """Close the root of a write session (before the session ends). If HDF5 fails to,
+    close it again: a file left half-open is closed when collected, through a
+    session that has ended."""
+    try:
+        f.close()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            f.close()
+        raise
+
+
+def _raise_io_error(root: str, session: UndoFile, error: BaseException, undone: bool):
+    """Raise the :class:`StoreIOError` for an error of a write session that the
+    operating system or HDF5 raised (the session is undone already, or ``undone`` is
+    False); return for any other error (a StoreError of the caller, an interrupt),
+    which is raised as is."""
+    if isinstance(error, StoreError) or not isinstance(error, (OSError, RuntimeError)):
+        return
+    if session.error is not None:  # the first write that failed, and when
+        cause, step = session.error, session.failed_operation
+    else:
+        cause, step = error, session.operation
+    exc = session_error(root, f"{step}, in {_api_caller()}", cause, undone)
+    raise exc from error
+
+
+def _api_caller() -> str:
+    """The function outside the engine that started the current write session."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename not in (__file__, contextlib.__file__):
+            return getattr(code, "co_qualname", code.co_name)
+        frame = frame.f_back
+    return "?"
 
 
 def _state(path: str, locking: LockingMode) -> _RootState:
@@ -454,19 +508,40 @@ class HDF5Engine:
     def close(self) -> None:
         """Merge this process's shard into the root and release handles (idempotent).
 
-        Not collective: every process closes its own writer."""
+        Not collective: every process closes its own writer. The shard is closed
+        first and merged like a dead writer's: it is deleted only by the merge that
+        put its data in the root.
+
+        :raises StoreError: the shard could not be merged (the root lock timed out,
+            the disk is full, ...): of the class of the cause (a
+            :class:`StoreIOError` for an error of the operating system). The shard
+            is kept, with every call that returned; the next process that opens the
+            store merges it, or ``bsb-store repair``.
+        """
         st = self._st
         with st.rlock:
-            if st.writer is not None and not st.writer.closed:
-                # A root removed behind our back has nothing to merge into, but the
-                # writer's file and sidecar locks must still be closed.
-                if self.exists():
-                    with contextlib.suppress(Exception):
-                        self._merge_all()
-                st.writer.close(delete=True)
-            st.writer = None
-            st.close_handle()
-            st.lock.close()  # reopened by path on next use: no descriptor per root
+            writer = st.writer
+            try:
+                if writer is not None and not writer.closed:
+                    writer.commit_pending()  # raises with the writer still open
+                    st.writer = None
+                    try:
+                        writer.close()
+                        if writer.committed and self.exists():
+                            self._merge_all()
+                    except BaseException as e:
+                        if os.path.exists(writer.path):
+                            _raise_unmerged(self._root, writer, e)
+                        raise
+                    # Merged and retired by the merge; a root removed behind our back
+                    # has nothing to merge into (the shard is deleted as before).
+                    if not writer.committed or not self.exists():
+                        merge.remove_retired([writer.path])
+                    with contextlib.suppress(OSError):  # the folder goes with its
+                        os.rmdir(os.path.dirname(writer.path))  # last shard
+            finally:
+                st.close_handle()
+                st.lock.close()  # reopened by path on next use: no descriptor per root
 
     def flush(self) -> None:
         """Commit this process's deferred appends to its shard."""
@@ -601,32 +676,44 @@ class HDF5Engine:
             f, session = _open_session(self._root)
             retired: list[str] = []
             changed = False
+            session.operation = "validating the root"
             try:
                 try:
                     layout.validate(f, self._root)
+                    session.operation = "recovering an interrupted transaction"
                     recover(f)
-                    txn = Transaction(f)
+                    session.operation = "merging pending appends"
+                    txn = Transaction(f, session.reserve)
                     retired = merge.consolidate(
                         txn, layout.shard_dir(self._root), st.writer, self._locking
                     )
                     if not txn.empty:
+                        session.operation = "publishing the merge"
                         _bump_state(txn)
                         txn.commit()
                         changed = True
                     if not merge_only:
-                        txn = Transaction(f)
+                        session.operation = "writing"
+                        txn = Transaction(f, session.reserve)
                         yield txn
+                        session.operation = "publishing the write"
                         if not txn.empty:
                             _bump_state(txn)
                             changed = True
                         txn.commit()
                     else:
                         yield txn
+                    session.operation = "closing (flushing) the root"
                 finally:
-                    f.close()
-            except BaseException:
-                session.abort()
+                    _close_session_file(f)
+            except BaseException as e:
+                # A rollback that fails leaves the log for the next session.
+                undone = session.try_abort()
+                _raise_io_error(self._root, session, e, undone)
                 raise
+            if session.error is not None:  # a write failed (HDF5 never saw it)
+                undone = session.try_abort()
+                _raise_io_error(self._root, session, session.error, undone)
             session.commit()
             if changed:
                 st.lock.bump_generation()
@@ -829,11 +916,36 @@ def _safe(fn) -> str | None:
         return None
 
 
+def _raise_unmerged(root: str, writer: ShardWriter, error: BaseException):
+    """Raise the error of a close whose merge failed (of the class of ``error`` when
+    it is a StoreError): what failed, where the data is kept and what merges it."""
+    if not isinstance(error, Exception):
+        return  # an interrupt is raised as is
+    reason = error.msg if isinstance(error, StoreError) else None
+    reason = str(reason or error).split("\n\n")[0]
+    message = (
+        f"The appends of this process could not be merged into '{root}' at close "
+        f"({type(error).__name__}: {reason}). Nothing is lost: its {writer.calls} "
+        f"append calls stay in the shard '{writer.path}', which the next process "
+        f"that opens the store merges (any read does), or run "
+        f"`bsb-store repair {root}`."
+    )
+    cls = type(error) if isinstance(error, StoreError) else StoreIOError
+    try:
+        exc = cls(message, path=root, shard=writer.path)
+    except Exception:  # a class that wants other arguments
+        exc = StoreIOError(message, path=root, shard=writer.path)
+    raise exc from error
+
+
 def _close_all() -> None:
     for st in list(_STATES.values()):
-        with contextlib.suppress(Exception):
+        try:
             if st.writer is not None and not st.writer.closed:
                 HDF5Engine(st.path, locking=st.locking).close()
+        except Exception as e:  # a shard that could not be merged stays for later
+            with contextlib.suppress(Exception):
+                print(f"bsb-store: at exit: {e}", file=sys.stderr, flush=True)
         with contextlib.suppress(Exception):
             st.close_handle()
         with contextlib.suppress(Exception):

@@ -35,7 +35,7 @@ from .shard import (
     shard_paths,
     writer_alive,
 )
-from .txn import Transaction
+from .txn import Transaction, payload_bytes
 
 if TYPE_CHECKING:
     pass
@@ -115,6 +115,18 @@ def consolidate(
             table[name] = (len(names) - 1, committed)
         changed = True
     if gathered:
+        # Announce the whole merge before writing any of it: a full disk is refused
+        # here (DiskFullError), with every shard kept, not in the middle of HDF5.
+        groups = {
+            (r.stream[0], r.stream[1], r.key0, r.key1)
+            for c in gathered
+            for r in c.records
+        }
+        txn.reserve(
+            sum(payload_bytes(r.rows) for c in gathered for r in c.records),
+            len(groups),
+            f"merging {len(gathered)} pending append calls",
+        )
         _dispatch(txn, gathered)
     if changed:
         txn.resize("store/shards/name", len(names))

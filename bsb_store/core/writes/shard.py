@@ -251,9 +251,15 @@ class ShardWriter:
         with self._tlock:
             return read_calls(self._file, start, self.committed)
 
+    @property
+    def calls(self) -> int:
+        """The number of append calls committed to this shard."""
+        return self._seq
+
     # ------------------------------------------------------------------------ close
     def close(self, delete: bool = False) -> None:
-        """Commit what is queued, close the file and release the sidecars (idempotent)."""
+        """Commit what is queued, close the file and release the sidecars (idempotent;
+        the sidecars are released even when closing the file fails)."""
         with self._tlock:
             if self.closed:
                 return
@@ -261,16 +267,18 @@ class ShardWriter:
                 self._commit_pending()
             with contextlib.suppress(Exception):  # a copy of the commit record, so the
                 self._committed_ds[0] = self.committed  # shard file describes itself
-            self._file.close()
-            self.closed = True
-            if delete:
-                remove_shard(self.path)
-                with contextlib.suppress(OSError):  # the folder goes with its last shard
-                    os.rmdir(os.path.dirname(self.path))
-            self.lock.close()
-            if self._alive is not None:
-                self._alive.close()
-                self._alive = None
+            try:
+                self._file.close()
+            finally:
+                self.closed = True
+                if delete:
+                    remove_shard(self.path)
+                    with contextlib.suppress(OSError):  # the folder goes with its
+                        os.rmdir(os.path.dirname(self.path))  # last shard
+                self.lock.close()
+                if self._alive is not None:
+                    self._alive.close()
+                    self._alive = None
 
 
 def check_shard_format(f: h5py.File) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import h5py
@@ -37,12 +38,41 @@ STAGING = "store/staging"
 class Transaction:
     """Collects the publish operations of one change to an open root file."""
 
-    def __init__(self, file: h5py.File):
+    def __init__(
+        self, file: h5py.File, reserve: Callable[[int, int, str], None] | None = None
+    ):
         self.file = file
         self._ops: list[dict[str, Any]] = []
         self._payloads: list[np.ndarray] = []
         #: Scratch space for appliers to keep state across calls in one transaction.
         self.memo: dict[Any, Any] = {}
+        #: The write session's free-space check (``UndoFile.reserve``), if any.
+        self._reserve = reserve
+        self._prepaid = 0
+        self._operation = "staging data"  # what the reserve was made for
+
+    # ------------------------------------------------------------------ free space
+    def reserve(self, nbytes: int, groups: int = 0, operation: str = "a write") -> None:
+        """Check for free space before writing about ``nbytes`` data bytes into
+        ``groups`` (set, chunk) groups (a merge announces everything it will write);
+        the staging and publishing calls that follow draw on it before they check
+        again.
+
+        :raises DiskFullError: not enough free space; nothing was written for it.
+        """
+        if self._reserve is not None:
+            self._reserve(nbytes, groups, operation)
+            self._prepaid += nbytes
+            self._operation = operation
+
+    def _use(self, nbytes: int) -> None:
+        """Account for ``nbytes`` about to be written (checked past the reserve)."""
+        if self._reserve is None:
+            return
+        covered = min(nbytes, self._prepaid)
+        self._prepaid -= covered
+        # Also raises once a write of the session failed: nothing more is written.
+        self._reserve(nbytes - covered, 0, self._operation)
 
     # --------------------------------------------------------------------- staging
     def staging_path(self) -> str:
@@ -52,7 +82,9 @@ class Transaction:
     def stage_rows(self, ds: h5py.Dataset, start: int, rows: np.ndarray) -> None:
         """Write ``rows`` at ``start`` (past the logical end), growing the dataset if
         needed. Never shrinks: a later publish sets the final length."""
-        write_rows(ds, start, np.asarray(rows))
+        rows = np.asarray(rows)
+        self._use(payload_bytes(rows))
+        write_rows(ds, start, rows)
 
     # --------------------------------------------------------------------- publish
     @property
@@ -65,6 +97,7 @@ class Transaction:
     def write(self, path: str, start: int, values: Any) -> None:
         """Write ``values`` into dataset ``path`` at row ``start`` (growing it if short)."""
         arr = np.asarray(values)
+        self._use(payload_bytes(arr))
         self._ops.append(
             {"op": "write", "path": path, "start": int(start), "p": len(self._payloads)}
         )
@@ -91,6 +124,15 @@ class Transaction:
         if STAGING in self.file and not len(self.file[STAGING]):
             del self.file[STAGING]
         self._ops, self._payloads = [], []
+
+
+def payload_bytes(rows: np.ndarray | None) -> int:
+    """Bytes ``rows`` take in the file (strings counted by their length)."""
+    if rows is None:
+        return 0
+    if rows.dtype.kind == "O":
+        return sum(len(x) + 16 if isinstance(x, (str, bytes)) else 16 for x in rows.flat)
+    return int(rows.nbytes)
 
 
 def write_journal(f: h5py.File, ops: list[dict], payloads: list[np.ndarray]) -> None:

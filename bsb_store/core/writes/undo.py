@@ -20,6 +20,16 @@ the root's page is overwritten, which is what surviving ``SIGKILL`` needs; like 
 of bsb-store it does not ``fsync`` (see the durability section of the concurrency
 docs): a kernel crash or power cut is out of scope.
 
+A session whose write fails (a full disk, an I/O error) is *failed*: that write and
+every later one go to pages kept in memory instead of the disk, and HDF5 reads back
+what it wrote. HDF5 never sees the error (its error paths for a failed flush can crash
+the interpreter, in ``File.close`` or at exit); the session can only be undone: the
+next :meth:`UndoFile.reserve` raises, and :meth:`UndoFile.commit` rolls the session
+back and raises. Before it writes, a session checks the free space of the
+root's file system against an estimate of what it will write
+(:meth:`UndoFile.reserve`), so that a full disk is usually refused before HDF5 runs
+out in the middle of a write.
+
 Readers never need the log: they take the shared lock, which a writer's exclusive lock
 excludes, and a dead writer's log is rolled back under the exclusive lock before anyone
 reads. :class:`RollbackView` lets read-only tools (``bsb-store check``) look at the
@@ -29,6 +39,7 @@ rolled-back state without changing the file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import struct
@@ -36,12 +47,42 @@ import zlib
 
 import h5py
 
+from ...exceptions import DiskFullError, StoreIOError
+
 #: Size of the unit of old content saved in the log. Metadata writes are small and
 #: clustered; one page per first touch keeps the bookkeeping to a set of integers.
 PAGE = 4096
 MAGIC = b"BSBUNDO1"
 _HEADER = struct.Struct("<8sQI")  # magic, size of the root before the session, crc
 _RECORD = struct.Struct("<QII")  # offset, length, crc32 of offset+length+data
+
+
+#: Free space a write session needs on top of its estimated writes: HDF5 metadata,
+#: the undo log's header and slack for what the estimate misses.
+SESSION_MARGIN = 1 << 20
+#: Estimated bytes written per (set, chunk) group a merge touches (index entries, new
+#: chunk datasets, B-tree nodes; about 5.4 KiB measured for a new placement chunk).
+GROUP_BYTES = 16 << 10
+
+
+def space_needed(payload: int, groups: int, base: int) -> int:
+    """Free bytes a session writing ``payload`` data bytes into ``groups`` (set, chunk)
+    groups of a root of ``base`` bytes should find: twice the data (HDF5 allocates
+    chunks whole and may reallocate), the groups' metadata, the undo log (the old
+    content of every page overwritten; at most the whole root) and a margin."""
+    writes = 2 * payload + groups * GROUP_BYTES
+    undo = min(base, payload + groups * GROUP_BYTES)
+    return writes + undo + SESSION_MARGIN
+
+
+def free_space(path: str) -> int:
+    """Bytes an unprivileged process may still write on the file system of ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
 
 
 def undo_path(root: str) -> str:
@@ -136,18 +177,119 @@ class UndoFile(_FileObject):
     def __init__(self, root: str):
         fd = os.open(root, os.O_RDWR)
         super().__init__(fd)
+        #: The first write error (the session is failed: it can only be undone).
+        self.error: OSError | None = None
+        self._overlay: dict[int, bytearray] = {}  # page -> content (failed session)
+        self._vsize = 0  # the file size HDF5 believes in, once failed
         self.root = root
         self.base = self._size()
         self._saved: set[int] = set()
         self._log_path = undo_path(root)
-        self._log = os.open(self._log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        head = struct.pack("<8sQ", MAGIC, self.base)
-        self._log_end = 0
-        self._append_log(head + struct.pack("<I", zlib.crc32(head)))
+        self._reserved = [0, 0]  # payload bytes, groups
+        self._checked = False
+        #: What the session is doing (set by its user, for error messages), and what
+        #: it was doing when a write failed.
+        self.operation = "writing"
+        self.failed_operation = "writing"
         self.saved_bytes = 0
+        self._log_end = 0
+        try:
+            self._log = os.open(
+                self._log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            head = struct.pack("<8sQ", MAGIC, self.base)
+            self._append_log(head + struct.pack("<I", zlib.crc32(head)))
+        except BaseException:
+            self.abort()  # a torn header: rollback just deletes the log
+            raise
 
     def writable(self) -> bool:
         return True
+
+    # ------------------------------------------------------------------ free space
+    def reserve(self, payload: int, groups: int = 0, operation: str = "write") -> None:
+        """Check that the root's file system has room for ``payload`` more data bytes
+        in ``groups`` more (set, chunk) groups, on top of what the session reserved
+        before (see :func:`space_needed`).
+
+        :raises DiskFullError: there is not; nothing was written yet for it.
+        :raises StoreIOError: a write of the session failed already.
+        """
+        if self.error is not None:
+            raise session_error(self.root, operation, self.error)
+        if not payload and not groups and self._checked:
+            return  # nothing more to check for
+        self._checked = True
+        self._reserved[0] += max(0, int(payload))
+        self._reserved[1] += max(0, int(groups))
+        total, ngroups = self._reserved
+        need = space_needed(total, ngroups, self.base)
+        # What the session already put on disk counts towards what it needs.
+        used = self._log_end + max(0, os.fstat(self._fd).st_size - self.base)
+        where = os.path.dirname(os.path.abspath(self.root))
+        free = free_space(where)
+        if free + used < need:
+            missing = need - used
+            raise DiskFullError(
+                f"Not enough free space for {operation} on '{self.root}': about "
+                f"{mib(missing)} needed ({mib(total)} of data in {ngroups} groups, "
+                f"plus the undo log and HDF5 metadata), {mib(free)} free in "
+                f"'{where}'. Nothing was changed and nothing is lost; free space "
+                "and retry.",
+                path=self.root,
+                operation=operation,
+                needed=missing,
+                free=free,
+                directory=where,
+            )
+
+    # --------------------------------------------------------------------- failure
+    def _fail(self, e: OSError) -> None:
+        if self.error is None:
+            self.error = e
+            self.failed_operation = self.operation
+            self._vsize = max(self._vsize, os.fstat(self._fd).st_size)
+
+    def _size(self) -> int:
+        return self._vsize if self.error is not None else os.fstat(self._fd).st_size
+
+    def readinto(self, buffer) -> int:
+        if self.error is None:
+            return super().readinto(buffer)
+        start = self._pos
+        view = memoryview(buffer).cast("B")
+        end = min(start + len(view), self._size())
+        n = max(0, end - start)
+        if n:
+            got = os.preadv(self._fd, [view[:n]], start)
+            view[got:n] = bytes(n - got)
+            for page in range(start // PAGE, (end - 1) // PAGE + 1):
+                data = self._overlay.get(page)
+                if data is not None:
+                    off = page * PAGE
+                    lo, hi = max(off, start), min(off + PAGE, end)
+                    view[lo - start : hi - start] = data[lo - off : hi - off]
+        self._pos = start + n
+        return n
+
+    def _write_overlay(self, view: memoryview) -> None:
+        """A write of a failed session: kept in memory, never on disk."""
+        start, end = self._pos, self._pos + len(view)
+        for page in range(start // PAGE, (end - 1) // PAGE + 1):
+            data = self._overlay.get(page)
+            if data is None:
+                data = bytearray(PAGE)
+                self._pos = page * PAGE
+                self.readinto(data)  # the content HDF5 wrote or found
+                self._overlay[page] = data
+            lo, hi = max(page * PAGE, start), min((page + 1) * PAGE, end)
+            data[lo - page * PAGE : hi - page * PAGE] = view[lo - start : hi - start]
+        self._pos = end
+        self._vsize = max(self._vsize, end)
 
     def _append_log(self, data: bytes) -> None:
         _pwrite(self._log, data, self._log_end)
@@ -177,15 +319,30 @@ class UndoFile(_FileObject):
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
-        self._save(self._pos, self._pos + len(view))
-        _pwrite(self._fd, view, self._pos)
-        self._pos += len(view)
+        if not len(view):
+            return 0
+        if self.error is None:
+            try:
+                self._save(self._pos, self._pos + len(view))
+                _pwrite(self._fd, view, self._pos)
+            except OSError as e:
+                self._fail(e)  # the root's page holds old content or part of this
+            else:
+                self._pos += len(view)
+                return len(view)
+        self._write_overlay(view)
         return len(view)
 
     def truncate(self, size: int | None = None) -> int:
         size = self._pos if size is None else size
-        self._save(size, self.base)
-        os.ftruncate(self._fd, size)
+        if self.error is None:
+            try:
+                self._save(size, self.base)
+                os.ftruncate(self._fd, size)
+                return size
+            except OSError as e:
+                self._fail(e)
+        self._vsize = size
         return size
 
     def flush(self) -> None:
@@ -200,7 +357,14 @@ class UndoFile(_FileObject):
         super().close()
 
     def commit(self) -> None:
-        """End the session keeping its changes: delete the log (the commit point)."""
+        """End the session keeping its changes: delete the log (the commit point).
+
+        :raises StoreIOError: a write of the session failed (:class:`DiskFullError`
+            for a full disk); the session is undone instead.
+        """
+        if self.error is not None:
+            undone = self.try_abort()
+            raise session_error(self.root, self.failed_operation, self.error, undone)
         self.close()
         os.unlink(self._log_path)
 
@@ -208,6 +372,41 @@ class UndoFile(_FileObject):
         """End the session undoing its changes (the HDF5 file must be closed)."""
         self.close()
         rollback(self.root)
+
+    def try_abort(self) -> bool:
+        """:meth:`abort`; False when the rollback failed (an I/O error): the log stays,
+        and the next write session or reader of the root rolls it back."""
+        try:
+            self.abort()
+        except OSError:
+            return False
+        return True
+
+
+def session_error(
+    root: str, operation: str, error: BaseException, undone: bool = True
+) -> StoreIOError:
+    """The error a failed write session on ``root`` raises (a :class:`DiskFullError`
+    for a full disk or quota); ``error`` is what the operating system or HDF5 said,
+    ``undone`` whether the session's rollback finished."""
+    code = getattr(error, "errno", None)
+    full = code in (errno.ENOSPC, errno.EDQUOT)
+    cls = DiskFullError if full else StoreIOError
+    reason = "the disk is full" if full else "an I/O error"
+    rollback = (
+        "The write session was rolled back"
+        if undone
+        else f"The write session's rollback failed too; its undo log '{undo_path(root)}' "
+        "stays and is rolled back by the next process that opens the store"
+    )
+    return cls(
+        f"Writing '{root}' failed ({operation}): {reason} "
+        f"({type(error).__name__}: {error}). {rollback}: the call changed nothing and "
+        "pending appends stay in their shards."
+        + (" Free space and retry." if full else ""),
+        path=root,
+        operation=operation,
+    )
 
 
 def _records(log: int, size: int):
