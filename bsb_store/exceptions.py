@@ -135,6 +135,11 @@ class LockTimeoutError(StoreError, TimeoutError):
     """A lock on a store could not be acquired within its timeout."""
 
 
+class LockingError(StoreError, OSError):
+    """The file system refuses the inter-process locks a store needs (``flock`` fails
+    with ENOLCK or ENOSYS), or a store's lock file can be neither opened nor created."""
+
+
 class RecoveryNeededError(StoreError, OSError):
     """A store holds an interrupted transaction and is opened where it cannot repair it."""
 
@@ -162,6 +167,7 @@ __all__ = [
     "LabellingError",
     "LocationOutOfBoundsError",
     "LockTimeoutError",
+    "LockingError",
     "MissingActiveConfigError",
     "MissingDataError",
     "MorphologyExistsError",

@@ -5,18 +5,25 @@ over :mod:`bsb_store.core.maintenance`. Exit codes (also in ``docs/cli.rst``):
 
 * ``0``: OK (``check``: no errors, warnings allowed; ``repair``: the store now passes
   ``check``, or there was nothing to do);
-* ``1``: problems found (``check`` found errors; ``repair`` left errors it cannot fix;
-  ``compact`` refused because the store has errors);
+* ``1``: problems found (``check`` found errors, parts of a damaged file that cannot be
+  read included; ``repair`` left errors it cannot fix; ``info`` could not read parts of
+  the store; ``compact`` refused because the store has errors);
 * ``2``: usage error, or the path is not a bsb-store file (missing, empty, foreign,
   truncated, or a newer format version), or the output of ``compact`` exists;
 * ``3``: the command could not run to the end (a lock held by another process past its
-  timeout, an I/O error).
+  timeout, a file system without working locks, a write to a read-only store, an I/O
+  error, or an unexpected internal error).
+
+No command ends in a Python traceback: an unexpected error is one line on standard
+error (``BSB_STORE_TRACEBACK=1`` prints the traceback too) and exit code 3.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from .. import __version__
@@ -41,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bsb-store",
         description="Inspect and maintain bsb-store HDF5 stores.",
-        epilog="Exit codes: 0 ok, 1 problems found, 2 usage error or not a store, "
-        "3 could not complete (lock timeout, I/O error).",
+        epilog="Exit codes: 0 ok, 1 problems found (damaged parts included), 2 usage "
+        "error or not a store, 3 could not complete (lock timeout, no working locks, "
+        "read-only store, I/O error).",
     )
     parser.add_argument("--version", action="version", version=f"bsb-store {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -86,6 +94,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bsb-store {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, or damage no check foresaw: never a traceback
+        if os.environ.get("BSB_STORE_TRACEBACK"):
+            traceback.print_exc()
+        return _fail(
+            args,
+            RuntimeError(
+                f"unexpected {type(e).__name__}: {e} (please report it; "
+                "BSB_STORE_TRACEBACK=1 shows where)"
+            ),
+            EXIT_FAILED,
+        )
 
 
 def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:

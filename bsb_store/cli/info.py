@@ -6,13 +6,14 @@ import argparse
 from typing import Any
 
 from ..core import maintenance
-from ._output import EXIT_OK, emit_json, fmt_bytes, out, plural
+from ._output import EXIT_OK, EXIT_PROBLEMS, emit_json, fmt_bytes, out, plural
 
 DESCRIPTION = """\
 Summarise a store without changing it: placement sets (cells, chunks, columns),
 connectivity sets (connections, blocks, pre- and postsynaptic types), morphologies,
 files, the chunk size, the file size against the bytes of data it holds, provenance
-(storage id, state id, creation time, writer versions) and shard data not merged yet."""
+(storage id, state id, creation time, writer versions) and shard data not merged yet.
+Parts that cannot be read (a damaged file) are listed as damaged; the exit code is then 1."""
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         emit_json(data)
     else:
         print_info(data)
-    return EXIT_OK
+    return EXIT_PROBLEMS if data.get("damaged") else EXIT_OK
 
 
 def print_info(d: dict[str, Any]) -> None:
@@ -73,6 +74,10 @@ def print_info(d: dict[str, Any]) -> None:
             "  session       a dead writer's session is rolled back at the next open "
             "(or `bsb-store repair`); shown as rolled back"
         )
+    if d.get("damaged"):
+        out(f"  damaged       {plural(len(d['damaged']), 'part')} cannot be read:")
+        for line in d["damaged"]:
+            out(f"    - {line}")
 
 
 def _print_sets(d: dict[str, Any]) -> None:

@@ -13,8 +13,9 @@ Recover what a crash left: redo a complete (or discard an incomplete) interrupte
 transaction, drop staged leftovers, merge every committed append call that is still
 only in a shard (removing the shards of dead writers, and their uncommitted tails with
 them), remove leftover lock and compaction files. Lost data (missing or short datasets)
-cannot be repaired and is reported. Idempotent: a second run does nothing. Exit 0 when
-the store then passes `check`, 1 when errors remain."""
+cannot be repaired and is reported; a damaged file (parts HDF5 cannot read) is never
+written. Idempotent: a second run does nothing. Exit 0 when the store then passes
+`check`, 1 when errors remain."""
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -39,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
         out(f"Repaired {report.root}:")
         for action in report.actions:
             out(f"  - {action}")
-    else:
+    elif report.refused is None:
         out(f"Nothing to repair in {report.root}.")
+    if report.refused is not None:
+        out(f"Not repaired: {report.refused}.")
     errors = report.after.errors
     if errors:
         out(f"{plural(len(errors), 'error')} remain that repair cannot fix:")

@@ -52,7 +52,7 @@ from ..exceptions import (
 from . import layout
 from .chunks import parse_size
 from .comm import collective, make_comm
-from .locking import LockingMode, SidecarLock, parse_locking
+from .locking import READ_ONLY_ERRNOS, LockingMode, SidecarLock, parse_locking
 from .writes import consolidate as merge
 from .writes.shard import Record, ShardWriter
 from .writes.txn import Transaction, has_journal, recover
@@ -169,7 +169,19 @@ class _RootState:
 
     def get_writer(self) -> ShardWriter:
         if self.writer is None or self.writer.closed:
-            self.writer = ShardWriter(layout.shard_dir(self.path), self.locking)
+            self.lock.require_writable()  # a read-only place: refuse before any I/O
+            shards = layout.shard_dir(self.path)
+            try:
+                self.writer = ShardWriter(shards, self.locking)
+            except OSError as e:
+                if isinstance(e, StoreError) or e.errno not in READ_ONLY_ERRNOS:
+                    raise
+                raise ReadOnlyError(
+                    f"Cannot append to the store '{self.path}': its shard directory "
+                    f"'{shards}' cannot be written ({e.strerror}). Reads work; copy "
+                    "the store somewhere writable to change it.",
+                    path=self.path,
+                ) from e
         return self.writer
 
     def drop_writer(self) -> None:

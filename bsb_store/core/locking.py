@@ -15,13 +15,24 @@ changed the file and its handle's metadata cache is stale.
 
 Locking can be turned off for file systems without working ``flock`` (some Lustre, Cray
 DVS and NFS mounts) with ``locking="none"`` or ``BSB_STORE_LOCKING=none``; then only
-one process may use a store at a time and nothing checks it.
+one process may use a store at a time and nothing checks it. Where ``flock`` itself
+fails (ENOLCK, ENOSYS: NFS without lockd, Lustre mounted ``-o noflock``) that is said at
+once with a :class:`~bsb_store.exceptions.LockingError`, never waited out as contention.
+
+Read-only places (a read-only mount, a directory or lock file of another user): an
+existing lock file is opened read-only (``flock`` works on a read-only descriptor, so
+readers still exclude the owner's writers); where no lock file exists and none can be
+created, reads take no lock when nothing can write there either (a read-only mount, a
+directory nobody may write). Exclusive holds, and so every write, then raise a
+:class:`~bsb_store.exceptions.ReadOnlyError` at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import struct
 import threading
 import time
@@ -30,11 +41,19 @@ from typing import Literal
 
 import portalocker
 
-from ..exceptions import InvalidInputError, LockTimeoutError
+from ..exceptions import InvalidInputError, LockingError, LockTimeoutError, ReadOnlyError
 
 LockingMode = Literal["flock", "none"]
 _GEN = struct.Struct("<q")
 DEFAULT_TIMEOUT = float(os.environ.get("BSB_STORE_LOCK_TIMEOUT", 60.0))
+#: ``open`` errors that mean "this user may not write here" (not "it is missing").
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+#: ``flock`` errors that mean "this file system has no working flock", not contention.
+_NO_FLOCK_ERRNOS = {
+    errno.ENOLCK: "ENOLCK, no locks available",
+    errno.ENOSYS: "ENOSYS, not implemented",
+    errno.EOPNOTSUPP: "EOPNOTSUPP, not supported",
+}
 
 
 def parse_locking(value: str | None) -> LockingMode:
@@ -68,18 +87,77 @@ class SidecarLock:
         self._fh = None
         self._level = 0  # 0 none, 1 shared, 2 exclusive (the flock state we hold)
         self._holds: list[int] = []
+        self._read_only: str | None = None  # why the lock file is not writable
+        self._unlocked = False  # no lock file can exist here: reads take no lock
 
     # ------------------------------------------------------------------ file handle
     @property
     def opened(self) -> bool:
-        """Whether this process has the lock file open (it exists then)."""
-        return self._fh is not None
+        """Whether this process resolved the lock file: it has it open (it exists
+        then), or found that none can exist here and reads take no lock."""
+        return self._fh is not None or self._unlocked
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the lock file is open read-only or absent (after the first hold):
+        this process may read the store but never write it."""
+        return self._read_only is not None
 
     def _file(self):
-        if self._fh is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            self._fh = os.fdopen(fd, "r+b", buffering=0)
+        """The open lock file; None when none can exist here (reads take no lock)."""
+        if self._fh is None and not self._unlocked:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as e:
+                if e.errno not in READ_ONLY_ERRNOS:
+                    raise
+                fd = self._open_read_only(e)
+            if fd is not None:
+                self._fh = os.fdopen(fd, "r+b" if self._read_only is None else "rb", 0)
         return self._fh
+
+    def _open_read_only(self, error: OSError) -> int | None:
+        """After ``error`` (the lock file cannot be opened for writing): the lock file
+        opened read-only, or None to read without locks where nothing can write."""
+        self._read_only = f"{error.strerror}: '{self.path}'"
+        try:
+            return os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise LockingError(
+                f"Cannot open the lock file '{self.path}' ({e.strerror}), which "
+                "readers and writers of the store beside it share: ask its owner to "
+                "make it readable, or, if nobody writes to this store, set "
+                "BSB_STORE_LOCKING=none.",
+                path=self.path,
+            ) from e
+        directory = os.path.dirname(self.path) or "."
+        if error.errno == errno.EROFS or not _anyone_may_write(directory):
+            self._unlocked = True  # nobody can create it, so nobody can write either
+            return None
+        raise LockingError(
+            f"Cannot create the lock file '{self.path}' ({error.strerror}) and none "
+            f"exists, while others may write in '{directory}': reading without it "
+            "could see a write in progress. Ask the store's owner to open it once "
+            "(that creates the lock file), or, if nobody writes to this store, set "
+            "BSB_STORE_LOCKING=none.",
+            path=self.path,
+        ) from error
+
+    def require_writable(self) -> None:
+        """Raise :class:`ReadOnlyError` when this process may only read the store."""
+        self._file()
+        if self._read_only is not None:
+            root = self.path[: -len(".lock")] if self.path.endswith(".lock") else None
+            what = f"the store '{root}'" if root else f"the file guarded by '{self.path}'"
+            raise ReadOnlyError(
+                f"Cannot write to {what}: it is read-only for this process ("
+                f"{self._read_only}; a read-only mount, or a directory or lock file "
+                "of another user). Reads work; copy the store somewhere writable to "
+                "change it.",
+                path=root or self.path,
+            )
 
     def close(self) -> None:
         """Release any hold and close the lock file (idempotent)."""
@@ -92,6 +170,8 @@ class SidecarLock:
                 self._fh = None
             self._level = 0
             self._holds.clear()
+            self._read_only = None
+            self._unlocked = False
 
     # ------------------------------------------------------------------------ holds
     @contextlib.contextmanager
@@ -125,8 +205,10 @@ class SidecarLock:
                     self._downgrade(wanted)
 
     def _acquire(self, level: int, timeout: float) -> None:
-        if self.mode == "none":
-            self._file()
+        fh = self._file()
+        if level == 2:
+            self.require_writable()
+        if self.mode == "none" or fh is None:
             self._level = level
             return
         flags = portalocker.LockFlags.NON_BLOCKING | (
@@ -134,15 +216,14 @@ class SidecarLock:
             if level == 2
             else portalocker.LockFlags.SHARED
         )
-        fh = self._file()
         deadline = time.monotonic() + timeout
         delay = 0.0005
         while True:
             try:
-                portalocker.lock(fh, flags)
+                _lock(fh, flags, self.path)
                 self._level = level
                 return
-            except portalocker.exceptions.LockException as e:
+            except portalocker.exceptions.AlreadyLocked as e:
                 if time.monotonic() >= deadline:
                     kind = "exclusive" if level == 2 else "shared"
                     raise LockTimeoutError(
@@ -161,31 +242,83 @@ class SidecarLock:
             if level == 0:
                 portalocker.unlock(self._fh)
             else:  # exclusive -> shared: flock converts in place
-                portalocker.lock(self._fh, portalocker.LockFlags.SHARED)
+                _lock(self._fh, portalocker.LockFlags.SHARED, self.path)
         self._level = level
 
     # ------------------------------------------------------------------- generation
     def read_generation(self) -> int:
-        data = os.pread(self._file().fileno(), _GEN.size, 0)
+        fh = self._file()
+        if fh is None:  # no lock file can exist here: nobody writes
+            return 0
+        data = os.pread(fh.fileno(), _GEN.size, 0)
         return _GEN.unpack(data)[0] if len(data) == _GEN.size else 0
 
     def bump_generation(self) -> int:
         """Increment the generation; call only while holding the exclusive lock."""
+        self.require_writable()
         gen = self.read_generation() + 1
         os.pwrite(self._file().fileno(), _GEN.pack(gen), 0)
         return gen
 
 
+def _anyone_may_write(directory: str) -> bool:
+    """Whether any user may create files in ``directory`` (its write bits)."""
+    try:
+        return bool(
+            os.stat(directory).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+        )
+    except OSError:
+        return True
+
+
+def _lock(fh, flags, path: str) -> None:
+    """``portalocker.lock``; a file system without working ``flock`` raises a
+    :class:`LockingError` at once (contention raises ``AlreadyLocked``)."""
+    try:
+        portalocker.lock(fh, flags)
+    except portalocker.exceptions.AlreadyLocked:
+        raise
+    except portalocker.exceptions.LockException as e:
+        cause = e.__cause__ if isinstance(e.__cause__, OSError) else None
+        code = getattr(cause, "errno", None)
+        what = _NO_FLOCK_ERRNOS.get(code) if code is not None else None
+        reason = f"flock() failed ({what})" if what else f"flock() failed ({e})"
+        error = LockingError(
+            f"Cannot lock '{path}': {reason}. The file system under it does not "
+            "support flock (NFS without lockd, Lustre mounted with -o noflock, some "
+            "Cray DVS mounts), so processes cannot coordinate their access to the "
+            "store. Mount it with working locks (Lustre: -o flock; NFS: run lockd), "
+            "or, when only one process uses the store at a time, set "
+            "BSB_STORE_LOCKING=none (locking='none'). MPI jobs then need their "
+            "ranks coordinated through MPI: pass the communicator to the engine and "
+            "let no other process touch the store while the job runs.",
+            path=path,
+        )
+        error.errno = code  # an OSError of the errno flock() failed with
+        raise error from e
+
+
 def try_exclusive(path: str) -> object | None:
     """Take an exclusive ``flock`` on ``path`` without waiting; the open file (keep it to
-    keep the lock) or None when another process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    fh = os.fdopen(fd, "r+b", buffering=0)
+    keep the lock) or None when another process holds it.
+
+    :raises LockingError: the file system has no working ``flock``."""
+    mode = "r+b"
     try:
-        portalocker.lock(
-            fh, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        if e.errno not in READ_ONLY_ERRNOS or not os.path.exists(path):
+            raise
+        fd, mode = os.open(path, os.O_RDONLY), "rb"  # flock works read-only too
+    fh = os.fdopen(fd, mode, buffering=0)
+    try:
+        _lock(
+            fh, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING, path
         )
-    except portalocker.exceptions.LockException:
+    except portalocker.exceptions.AlreadyLocked:
         fh.close()
         return None
+    except BaseException:
+        fh.close()
+        raise
     return fh

@@ -28,6 +28,9 @@ from ._common import (
     _session,
     _shards,
     _ShardState,
+    damaged,
+    is_damage,
+    unsafe_global_heap,
 )
 from ._redo import RedoFailed, redone
 from ._sets import _HDF5_ERRORS, BROKEN, SetChecks
@@ -56,6 +59,17 @@ class _Checker(SetChecks):
 
     def error(self, code: str, where: str, msg: str, repairable: bool = False) -> None:
         self.findings.append(Finding(ERROR, code, where, msg, repairable))
+
+    def guard(self, where: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``; when reading the file fails there (it is damaged), a
+        ``damaged`` error finding for ``where`` instead, and None."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            if not is_damage(e):
+                raise
+            self.findings.append(damaged(where, e))
+            return None
 
     def warn(self, code: str, where: str, msg: str, repairable: bool = False) -> None:
         self.findings.append(Finding(WARNING, code, where, msg, repairable))
@@ -308,24 +322,28 @@ class _Checker(SetChecks):
             )
 
     def run(self, shards_of: Callable[[h5py.File], list[_ShardState]]) -> None:
+        """Every check; each object whose reading fails (a damaged file) becomes a
+        ``damaged`` finding and the checks go on with the next one."""
         f = self.f
-        if not self.structure():
+        if not self.guard("/", self.structure):
             self.leftover_files()
             return
-        self.transactions()
+        self.guard(f"/{JOURNAL}", self.transactions)
         for group, fn in (
             ("placement", self.placement),
             ("connectivity", self.connectivity),
         ):
-            g = self.node(f, group)
+            g = self.guard(f"/{group}", self.node, f, group)
             if isinstance(g, h5py.Group):
-                for name in self.progress(sorted(g.keys()), f"{group} sets", None):
-                    fn(name)
-        if isinstance(self.node(f, "morphologies"), h5py.Group):
-            self.morphologies()
-        if isinstance(self.node(f, "files"), h5py.Group):
-            self.files()
-        self.shards(shards_of(f), _applied(f))
+                names = self.guard(f"/{group}", lambda g=g: sorted(g.keys()))
+                for name in self.progress(names or [], f"{group} sets", None):
+                    self.guard(f"/{group}/{name}", fn, name)
+        for group, fn in (("morphologies", self.morphologies), ("files", self.files)):
+            if isinstance(self.guard(f"/{group}", self.node, f, group), h5py.Group):
+                self.guard(f"/{group}", fn)
+        shards = self.guard("/store/shards", lambda: (shards_of(f), _applied(f)))
+        if shards is not None:
+            self.shards(*shards)
         self.leftover_files()
 
 
@@ -384,12 +402,17 @@ def check(
     """
     with _session(root, locking, exclusive=False) as (path, st, _):
         interrupted = has_undo(path)  # under the shared lock: its writer is dead
-        f = _open_root(path, "r")  # as the rollback will leave it, if interrupted
-        try:
-            c = _Checker(f, path, progress or _quiet)
-            _run(c, f, path, st, interrupted)
-        finally:
-            f.close()
+        hang = unsafe_global_heap(path)
+        if hang is not None:  # HDF5 would never return: read nothing
+            c = _Checker(None, path, progress or _quiet)  # type: ignore[arg-type]
+            c.error("damaged", path, f"damaged: {path}: {hang}.")
+        else:
+            f = _open_root(path, "r")  # as the rollback will leave it, if interrupted
+            try:
+                c = _Checker(f, path, progress or _quiet)
+                c.guard(path, _run, c, f, path, st, interrupted)
+            finally:
+                f.close()
     findings = c.findings
     if interrupted:
         findings.insert(

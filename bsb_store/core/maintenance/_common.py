@@ -4,9 +4,12 @@ and reading shards without merging them."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
+import mmap
 import os
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +20,9 @@ import numpy as np
 from ...exceptions import (
     FormatError,
     FormatVersionError,
+    MissingDataError,
     NotAStoreError,
+    StoreError,
     StoreNotFoundError,
 )
 from .. import layout
@@ -40,6 +45,104 @@ _SAMPLES = 5  # example paths or values quoted per finding
 
 def _quiet(items: Iterable[Any], _desc: str, _total: int | None) -> Iterable[Any]:
     return items
+
+
+# ------------------------------------------------------------------------- damage
+#: What reading a damaged file can raise: h5py maps HDF5 errors to KeyError, OSError,
+#: RuntimeError and ValueError; numpy, on the garbage a damaged dataset holds, raises
+#: the others (a corrupt shape can ask for more memory than there is).
+DAMAGE_ERRORS = (
+    KeyError,
+    OSError,
+    RuntimeError,
+    ValueError,
+    TypeError,
+    IndexError,
+    ArithmeticError,
+    MemoryError,
+)
+
+
+def is_damage(error: BaseException) -> bool:
+    """Whether ``error`` says the file is damaged, rather than that the command cannot
+    run here (a lock timeout, a read-only place, a full disk: those stay errors)."""
+    if isinstance(error, StoreError):
+        return isinstance(error, (FormatError, MissingDataError))
+    if isinstance(error, OSError) and error.errno in _NOT_DAMAGE_ERRNOS:
+        return False
+    text = str(error)
+    if any(m in text for m in ("No space left", "Disk quota", "Read-only file system")):
+        return False  # a write that failed (HDF5 puts the errno in its message)
+    return isinstance(error, DAMAGE_ERRORS)
+
+
+#: The errors of a write or of this user's rights, never of a damaged file.
+_NOT_DAMAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def damage_text(where: str, error: BaseException) -> str:
+    """``damaged: <object>: <error>``."""
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, (KeyError, MemoryError, TypeError, IndexError)):
+        text = f"{type(error).__name__}: {text}"
+    return f"damaged: {where}: {text}"
+
+
+def damaged(where: str, error: BaseException) -> Finding:
+    """The error finding for an object that cannot be read."""
+    return Finding(ERROR, "damaged", where, damage_text(where, error))
+
+
+_GCOL = b"GCOL"
+_GCOL_HEADER = struct.Struct("<4sB3xQ")  # signature, version, reserved, size
+_GCOL_OBJECT = struct.Struct("<HH4xQ")  # index, references, reserved, size
+
+
+def unsafe_global_heap(path: str) -> str | None:
+    """What in ``path`` would send HDF5 into an endless loop, or None.
+
+    HDF5 (up to 2.0 at least) decodes a global heap collection, where variable-length
+    strings live, object by object; an object header that a flipped byte turned into
+    index 0 and size 0 never advances it, and the reading process hangs forever at
+    100 % CPU. No HDF5 call can be guarded against that, so the collections are
+    checked here first (one pass over the file's bytes)."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115
+    except OSError:
+        return None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < _GCOL_HEADER.size:
+            return None
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            at = m.find(_GCOL)
+            while at != -1:
+                problem = _gcol_problem(m, at, size)
+                if problem is not None:
+                    return problem
+                at = m.find(_GCOL, at + 1)
+    return None
+
+
+def _gcol_problem(m: mmap.mmap, at: int, size: int) -> str | None:
+    if at + _GCOL_HEADER.size > size:
+        return None
+    _, version, length = _GCOL_HEADER.unpack_from(m, at)
+    end = at + length
+    if version != 1 or end > size:
+        return None  # HDF5 refuses it with an error (or it is no collection)
+    p = at + _GCOL_HEADER.size
+    while p + _GCOL_OBJECT.size <= end:
+        index, _, obj_size = _GCOL_OBJECT.unpack_from(m, p)
+        need = _GCOL_OBJECT.size + (-(-obj_size // 8) * 8) if index else obj_size
+        if need % 2**64 == 0:
+            return (
+                f"the global heap collection at byte {at} (variable-length strings) "
+                f"holds an object header of size 0 at byte {p}, on which HDF5 would "
+                "loop forever"
+            )
+        p += need
+    return None
 
 
 # ------------------------------------------------------------------------ reports
@@ -112,6 +215,8 @@ class RepairReport:
     root: str
     actions: list[str]
     after: CheckReport
+    #: Why repair left the root untouched although it found repairable problems.
+    refused: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -119,7 +224,7 @@ class RepairReport:
 
     @property
     def ok(self) -> bool:
-        return self.after.ok
+        return self.after.ok and self.refused is None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +232,7 @@ class RepairReport:
             "ok": self.ok,
             "changed": self.changed,
             "actions": self.actions,
+            "refused": self.refused,
             "remaining_errors": [f.to_dict() for f in self.after.errors],
             "remaining_warnings": [f.to_dict() for f in self.after.warnings],
         }
@@ -201,7 +307,15 @@ def _open_root(path: str, mode: str) -> h5py.File:
             path=path,
         ) from e
     try:
-        if f.attrs.get("bsb_store_format") != layout.FORMAT_NAME:
+        try:
+            fmt = f.attrs.get("bsb_store_format")
+        except DAMAGE_ERRORS as e:
+            raise NotAStoreError(
+                f"'{path}' is not a bsb-store file: its root attributes cannot be read, "
+                f"it is damaged ({e}).",
+                path=path,
+            ) from e
+        if fmt != layout.FORMAT_NAME:
             raise NotAStoreError(
                 f"'{path}' is not a bsb-store file: an HDF5 file without the "
                 f"bsb_store_format='{layout.FORMAT_NAME}' attribute.",

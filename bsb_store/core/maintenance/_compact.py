@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import uuid
+from collections.abc import Iterator
 
 import h5py
 
@@ -16,7 +17,15 @@ from ..resources import connectivity as conn_res
 from ..resources import placement as place_res
 from ..writes.txn import JOURNAL, STAGING
 from ._check import check
-from ._common import CompactReport, ProgressFn, _abspath, _quiet, _session
+from ._common import (
+    CompactReport,
+    ProgressFn,
+    _abspath,
+    _quiet,
+    _session,
+    damaged,
+    is_damage,
+)
 from ._repair import _repair_root
 
 #: Rows copied per read/write (bounded memory).
@@ -55,6 +64,45 @@ def compact(
             refused="the store has errors; run `bsb-store repair` first",
             errors=report.errors,
         )
+    try:
+        return _compact(path, target, size, locking, progress)
+    except _CopyFailed as e:
+        finding = damaged(e.where, e.__cause__ or e)
+        return CompactReport(
+            path,
+            target,
+            size,
+            size,
+            refused=f"{finding.message}; the store was not rewritten",
+            errors=[finding],
+        )
+
+
+class _CopyFailed(Exception):
+    """Reading an object of the root failed while copying it (the file is damaged)."""
+
+    def __init__(self, where: str):
+        super().__init__(where)
+        self.where = where
+
+
+@contextlib.contextmanager
+def _copying(where: str) -> Iterator[None]:
+    """An error that says the file is damaged becomes :class:`_CopyFailed` naming
+    ``where`` (the innermost object being copied)."""
+    try:
+        yield
+    except _CopyFailed:
+        raise
+    except Exception as e:
+        if not is_damage(e):
+            raise
+        raise _CopyFailed(where) from e
+
+
+def _compact(
+    path: str, target: str, size: int, locking: str | None, progress: ProgressFn | None
+) -> CompactReport:
     with _session(path, locking, exclusive=True) as (_, st, engine):
         merged, changed = _premerge(path, st, engine.locking)
         tmp = f"{target}.compact-{uuid.uuid4().hex[:12]}.tmp"
@@ -93,22 +141,30 @@ def _fsync(path: str) -> None:
 
 
 def _copy_live(src: h5py.File, dst: h5py.File, progress: ProgressFn) -> None:
-    _copy_attrs(src, dst)
-    for name, obj in src.items():
-        if name == "store":
-            g = dst.create_group("store")
-            _copy_attrs(obj, g)
-            for child in obj:
-                if f"store/{child}" not in (JOURNAL, STAGING):
-                    src.copy(obj[child], g, name=child)
-            g["state"][0] = int(g["state"][0]) + 1  # a new file: caches must reload
-        elif name in (place_res.GROUP, conn_res.GROUP):
-            g = dst.create_group(name)
-            _copy_attrs(obj, g)
-            for set_name in progress(sorted(obj), f"compact {name}", len(obj)):
+    with _copying("/"):
+        _copy_attrs(src, dst)
+    for name in list(src):
+        with _copying(f"/{name}"):
+            _copy_object(src, dst, name, progress)
+
+
+def _copy_object(src: h5py.File, dst: h5py.File, name: str, progress: ProgressFn):
+    obj = src[name]
+    if name == "store":
+        g = dst.create_group("store")
+        _copy_attrs(obj, g)
+        for child in obj:
+            if f"store/{child}" not in (JOURNAL, STAGING):
+                src.copy(obj[child], g, name=child)
+        g["state"][0] = int(g["state"][0]) + 1  # a new file: caches must reload
+    elif name in (place_res.GROUP, conn_res.GROUP):
+        g = dst.create_group(name)
+        _copy_attrs(obj, g)
+        for set_name in progress(sorted(obj), f"compact {name}", len(obj)):
+            with _copying(f"/{name}/{set_name}"):
                 _copy_set(obj[set_name], g.create_group(set_name), name)
-        else:
-            src.copy(obj, dst, name=name)
+    else:
+        src.copy(obj, dst, name=name)
 
 
 def _copy_set(sg: h5py.Group, dg: h5py.Group, kind: str) -> None:

@@ -25,6 +25,8 @@ from ._common import (
     _shards,
     _ShardState,
     _writable_root,
+    damage_text,
+    is_damage,
 )
 
 
@@ -47,10 +49,33 @@ def repair(
     blocking = {"missing-group", "store-dataset"}
     if any(f.code in blocking for f in before.errors):
         return RepairReport(before.root, [], before)  # too damaged to touch
+    if any(f.code == "damaged" for f in before.errors):
+        # HDF5 writing through damaged metadata can spread the damage: never.
+        return RepairReport(
+            before.root,
+            [],
+            before,
+            refused="parts of the root file cannot be read (damaged), and repair "
+            "never writes into a damaged file; the committed data of writers stays "
+            "in their shards. Copy what can be read into a new store",
+        )
     actions: list[str] = []
-    with _session(root, locking, exclusive=True) as (path, st, engine):
-        actions += _repair_root(path, st, engine.locking)
-        actions += _remove_leftovers(path)
+    try:
+        with _session(root, locking, exclusive=True) as (path, st, engine):
+            actions += _repair_root(path, st, engine.locking)
+            actions += _remove_leftovers(path)
+    except Exception as e:
+        if not is_damage(e):
+            raise
+        # The write session was rolled back: the root is as it was.
+        after = check(root, locking=locking, progress=progress)
+        return RepairReport(
+            after.root,
+            actions,
+            after,
+            refused=f"{damage_text(after.root, e)}; repair stopped there (an "
+            "unfinished write to the root was rolled back)",
+        )
     return RepairReport(path, actions, check(path, locking=locking, progress=progress))
 
 

@@ -45,7 +45,7 @@ from ...exceptions import (
 from ..writes.txn import Transaction
 from . import meta as jsonmeta
 from .base import Resource
-from .validate import parse_name
+from .validate import name_problem
 
 if TYPE_CHECKING:
     from ..engine import HDF5Engine
@@ -79,14 +79,12 @@ def meta_from_json(text: str | bytes) -> dict[str, Any]:
 # ------------------------------------------------------------------- input parsing
 def parse_file_id(id: Any) -> str:
     """A file id: a non-empty str without ``/`` or NUL that is valid UTF-8."""
-    name = parse_name(id, "file id") if isinstance(id, str) else None
-    if name is None or "\0" in name or not _utf8(name):
-        raise InvalidInputError(
-            f"Invalid file id {id!r}: expected a non-empty string without '/' or NUL "
-            "characters.",
-            id=id,
-        )
-    return name
+    problem = name_problem(id)
+    if problem is None and not _utf8(id):
+        problem = "it cannot be encoded as UTF-8"
+    if problem is not None:
+        raise InvalidInputError(f"Invalid file id {id!r}: {problem}.", id=id)
+    return id
 
 
 def _utf8(text: str) -> bool:

@@ -17,17 +17,9 @@ def parse_name(obj: Any, what: str) -> str:
     """A set, key or file name: a non-empty str (or an object with ``.name``) that can
     be an HDF5 link name."""
     name = getattr(obj, "name", obj)
-    if (
-        not isinstance(name, str)
-        or not name
-        or "/" in name
-        or "\0" in name
-        or name in (".", "..")
-    ):
-        raise InvalidInputError(
-            f"Invalid {what} name {name!r}: expected a non-empty string without '/'.",
-            name=name,
-        )
+    problem = name_problem(name)
+    if problem is not None:
+        raise InvalidInputError(f"Invalid {what} name {name!r}: {problem}.", name=name)
     try:
         name.encode("utf-8")
     except UnicodeEncodeError as e:
@@ -36,6 +28,21 @@ def parse_name(obj: Any, what: str) -> str:
             name=name,
         ) from None
     return name
+
+
+def name_problem(name: Any) -> str | None:
+    """Which rule of an HDF5 link name ``name`` breaks, said as the rule; None if none."""
+    if not isinstance(name, str):
+        return f"expected a string, got {type(name).__name__}"
+    if not name:
+        return "expected a non-empty string"
+    if "/" in name:
+        return "it contains '/', which separates HDF5 path components"
+    if "\0" in name:
+        return "it contains a NUL character, which HDF5 names cannot hold"
+    if name in (".", ".."):
+        return f"{name!r} is reserved: it means this or the parent group in HDF5 paths"
+    return None
 
 
 def as_float_rows(value: Any, width: int, what: str, finite: bool = False) -> np.ndarray:
