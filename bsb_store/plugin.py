@@ -159,8 +159,11 @@ def _translated(fn):
 
 
 # -------------------------------------------------------------------- conversions
-def _bsb_chunk(chunk: _core_chunks.Chunk) -> _bsb_chunks.Chunk:
-    """core Chunk -> bsb Chunk (an int16 ndarray; an undefined size becomes NaN)."""
+def _bsb_chunk(chunk: Any) -> _bsb_chunks.Chunk:
+    """core Chunk -> bsb Chunk (an int16 ndarray; an undefined size becomes NaN).
+    A bsb Chunk passes through unchanged."""
+    if isinstance(chunk, _bsb_chunks.Chunk):
+        return chunk
     return _bsb_chunks.Chunk(chunk.coords, chunk.size)
 
 
@@ -513,8 +516,13 @@ class PlacementSet(_core_ps.PlacementSet, _bsb_ifaces.PlacementSet):
 
     # ----------------------------------------------------------------- filters
     def set_label_filter(self, labels: Any) -> None:
-        super().set_label_filter(labels)
-        self._labels = self._label_filter
+        """BSB reads an empty label filter as no filter (like an empty chunk filter;
+        bsb-hdf5 does), not as "unlabelled cells only" as the core does."""
+        super().set_label_filter(labels if labels else None)
+        self._labels = labels
+
+    def get_label_filter(self) -> Any:
+        return self._labels
 
     def set_morphology_label_filter(self, morphology_labels: Any) -> None:
         self._morphology_labels = morphology_labels
@@ -651,7 +659,8 @@ class PlacementSet(_core_ps.PlacementSet, _bsb_ifaces.PlacementSet):
         with _translating():
             sets = super().get_unique_labels()
         out = np.empty(len(sets), dtype=object)
-        out[:] = sets
+        # bsb's own label-set type: hashable, as bsb-hdf5 returns them.
+        out[:] = [_bsb_encoding._lset(s) for s in sets]
         return out
 
 

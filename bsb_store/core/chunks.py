@@ -280,19 +280,24 @@ class ChunkLoader:
         self._chunk_filter = None
 
     def include_chunk(self, chunk: Any) -> None:
-        """Add a chunk to the filter (a no-op when there is no filter)."""
+        """Add a chunk to the filter; without a filter, the filter becomes this chunk
+        alone (as in BSB: the first included chunk starts a filter). Including a chunk
+        twice keeps it once."""
         if self._chunk_filter is None:
             self._chunk_filter = (chunk_id(chunk),)
         else:
             self._chunk_filter = tuple(sorted({*self._chunk_filter, chunk_id(chunk)}))
 
     def exclude_chunk(self, chunk: Any) -> None:
-        """Remove a chunk from the view; without a filter, every other stored chunk stays."""
+        """Remove a chunk from the filter; without a filter, every other stored chunk
+        stays. A filter left empty means *no* filter (every chunk), as in BSB, where an
+        empty chunk list is no restriction; excluding a chunk that is not in the filter
+        changes nothing."""
         cid = chunk_id(chunk)
         current = self._chunk_filter
         if current is None:
             current = tuple(sorted(self._stored_chunk_ids()))
-        self._chunk_filter = tuple(c for c in current if c != cid)
+        self._chunk_filter = tuple(c for c in current if c != cid) or None
 
     def get_chunk_filter(self) -> list[Chunk] | None:
         if self._chunk_filter is None:
@@ -313,16 +318,17 @@ class ChunkLoader:
     def get_all_chunks(self) -> list[Chunk]:
         """Every chunk stored in the set (including empty ones), sorted, with the store's
         chunk size."""
-        ids = sorted(self._stored_chunk_ids())
-        size = self._chunk_size()
-        return [Chunk.from_id(c, size) for c in ids]
+        return self._chunks_of(self._stored_chunk_ids())
 
     def get_loaded_chunks(self) -> list[Chunk]:
         """The chunks the current filter lets through (all stored chunks without one)."""
-        if self._chunk_filter is None:
-            return self.get_all_chunks()
+        return self._chunks_of(self._view_chunk_ids())
+
+    def _chunks_of(self, ids: Iterable[int]) -> list[Chunk]:
+        # Not through get_all_chunks: subclasses (the BSB plugin) override the public
+        # methods to return their own chunk type.
         size = self._chunk_size()
-        return [Chunk.from_id(c, size) for c in self._chunk_filter]
+        return [Chunk.from_id(c, size) for c in sorted(ids)]
 
     def _view_chunk_ids(self, stored: Iterable[int] | None = None) -> list[int]:
         """Sorted ids of the chunks a read covers: the filter, else every stored chunk."""

@@ -275,12 +275,23 @@ def _raise_io_error(root: str, session: UndoFile, error: BaseException, undone: 
     which is raised as is."""
     if isinstance(error, StoreError) or not isinstance(error, (OSError, RuntimeError)):
         return
+    if session.error is None and not isinstance(error, OSError) and not _from_h5py(error):
+        return  # a RuntimeError of Python code (a bug, a test's fault), not of HDF5
     if session.error is not None:  # the first write that failed, and when
         cause, step = session.error, session.failed_operation
     else:
         cause, step = error, session.operation
     exc = session_error(root, f"{step}, in {_api_caller()}", cause, undone)
     raise exc from error
+
+
+def _from_h5py(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside h5py (HDF5's errors reach Python there)."""
+    tb = error.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and "h5py" in last.tb_frame.f_code.co_filename
 
 
 def _api_caller() -> str:

@@ -179,8 +179,12 @@ class Model:
         for r, (s, t) in enumerate(zip(op["src"], op["dst"])):
             (sc, sj, _), (tc, tj, _) = order[s], order[t]
             per_block.setdefault((sc, tc), []).append(((sj, op["i"], -1), (tj, -1, r)))
+        single = len(self.chunks) == 1  # the presynaptic view is one chunk:
         for key in sorted(per_block):
-            self.blocks.setdefault(key, []).extend(per_block[key])
+            rows = per_block[key]
+            if single:  # BSB's order, (postsynaptic cell, presynaptic cell), stable
+                rows = sorted(rows, key=lambda row: (row[1][0], row[0][0]))
+            self.blocks.setdefault(key, []).extend(rows)
 
     def _label(self, op: Op) -> None:
         order = self.cells()

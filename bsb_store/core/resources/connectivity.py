@@ -353,6 +353,9 @@ class ConnectivitySet(Resource):
     def connect(self, pre_set: Any, post_set: Any, src_locs: Any, dst_locs: Any) -> None:
         """Connect cells given by their index in each placement set's current view
         (chunk filter and label filter), split into chunk blocks, as ONE append call.
+        Rows keep their input order within a block, except when the presynaptic view
+        covers exactly one chunk: then each block is sorted by (postsynaptic cell,
+        presynaptic cell), stably, which is the order BSB's reference engine stores.
 
         :raises LocationOutOfBoundsError: an id is outside a view (nothing is stored).
         """
@@ -372,6 +375,11 @@ class ConnectivitySet(Resource):
         s[:, 0], t[:, 0] = s_cells, t_cells  # private copies: chunk-local cell ids
         records: list[Record] = []
         for sid, did, rows in _demux(src_cid, dst_cid):
+            if pre.single_chunk:
+                # BSB's order: a presynaptic view of one chunk stores each block's
+                # rows sorted by (postsynaptic cell, presynaptic cell), ties kept in
+                # input order (bsb-hdf5 does; FuseConnectivity relies on it).
+                rows = rows[np.lexsort((s_cells[rows], t_cells[rows]))]
             records.extend(_block_records(self._tag, sid, did, s[rows], t[rows]))
         self._engine._append(records)
 
@@ -688,9 +696,12 @@ def _block_records(
 class _ViewMap:
     """Maps cell indices of a placement set view to (chunk id, index in chunk)."""
 
-    def __init__(self, name: str, ids: np.ndarray, stats: dict[str, int]):
+    def __init__(
+        self, name: str, ids: np.ndarray, stats: dict[str, int], single_chunk: bool
+    ):
         self.name = name
         self.ids = ids
+        self.single_chunk = single_chunk
         pairs = sorted((int(k), int(v)) for k, v in stats.items())
         counts = np.asarray([v for _, v in pairs], dtype=np.int64)
         self.chunk_ids = np.asarray([k for k, _ in pairs], dtype=np.int64)
@@ -701,7 +712,8 @@ class _ViewMap:
     def of(cls, ps: Any) -> _ViewMap:
         name = str(getattr(ps, "name", getattr(ps, "tag", ps)))
         ids = np.asarray(ps.load_ids(), dtype=np.int64).reshape(-1)
-        return cls(name, ids, ps.get_chunk_stats())
+        single = len(ps.get_loaded_chunks()) == 1
+        return cls(name, ids, ps.get_chunk_stats(), single)
 
     def out_of_bounds(self, cells: np.ndarray) -> np.ndarray:
         return cells[(cells < 0) | (cells >= len(self.ids))]
@@ -736,7 +748,7 @@ def _demux(
     src_cid: np.ndarray, dst_cid: np.ndarray
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """(source chunk, destination chunk, row indices) per block, blocks sorted by
-    (source, destination) id, rows in input order."""
+    (source, destination) id, rows in input order (``connect`` may reorder them)."""
     order = np.lexsort((dst_cid, src_cid))
     sc, dc = src_cid[order], dst_cid[order]
     cuts = np.flatnonzero((sc[1:] != sc[:-1]) | (dc[1:] != dc[:-1])) + 1
