@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import configparser
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,32 @@ def test_scripts_test_and_tox_run_the_same_lint():
     assert re.search(r'"import-linter>=[\d.]+,<\d+"', dev)
     workflow = (REPO / ".github/workflows/ci.yml").read_text()
     assert "tox -e lint" in workflow
+
+
+# ------------------------------------------------------- item 9: a closed pipe
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_closed_pipe_exits_quietly(tmp_path, json_flag):
+    """`bsb-store info ROOT | head -3`: the reader leaving early is no error. The read
+    end is closed before the command writes, so every run meets the closed pipe."""
+    from tests.core.test_maintenance import make_store
+
+    root = make_store(tmp_path / "s.h5")
+    cmd = [sys.executable, "-m", "bsb_store.cli", "info", root, "--no-progress"]
+    proc = subprocess.Popen(
+        cmd + json_flag, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
+    )
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141  # 128 + SIGPIPE, as `cat` in `cat f | head`
+    assert err == ""
+
+
+def test_pipe_read_to_the_end_is_unchanged(tmp_path):
+    from tests.core.test_maintenance import make_store
+
+    root = make_store(tmp_path / "s.h5")
+    cmd = [sys.executable, "-m", "bsb_store.cli", "info", root, "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout and done.stderr == ""

@@ -13,6 +13,8 @@ over :mod:`bsb_store.core.maintenance`. Exit codes (also in ``docs/cli.rst``):
 * ``3``: the command could not run to the end (a lock held by another process past its
   timeout, a file system without working locks, a write to a read-only store, an I/O
   error, or an unexpected internal error).
+* ``141`` (128 + SIGPIPE, what a shell reports for ``cat`` in ``cat f | head``): the
+  reader of standard output went away before the output ended; nothing is printed.
 
 No command ends in a Python traceback: an unexpected error is one line on standard
 error (``BSB_STORE_TRACEBACK=1`` prints the traceback too) and exit code 3.
@@ -21,6 +23,7 @@ error (``BSB_STORE_TRACEBACK=1`` prints the traceback too) and exit code 3.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
@@ -36,7 +39,7 @@ from ..exceptions import (
     StoreNotFoundError,
 )
 from . import check, compact, info, repair
-from ._output import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, emit_json
+from ._output import EXIT_FAILED, EXIT_OK, EXIT_PIPE, EXIT_PROBLEMS, EXIT_USAGE, emit_json
 from .progress import make_progress
 
 _COMMANDS = (check, repair, info, compact)
@@ -73,6 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``bsb-store`` with ``argv`` (default: ``sys.argv[1:]``); the exit code."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit: a closed pipe must not print at exit
+        return code
+    except BrokenPipeError:
+        # `bsb-store info ROOT | head -3`: the reader has what it wanted. The standard
+        # way (Python's signal docs, "Note on SIGPIPE"): point stdout at devnull so
+        # the interpreter's own flush at exit does not fail again, and exit quietly.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -85,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.progress = make_progress(False if args.no_progress or args.json else None)
     try:
         return int(args.run(args))
+    except BrokenPipeError:
+        raise
     except _REFUSED as e:
         return _fail(args, e, EXIT_USAGE)
     except LockTimeoutError as e:
@@ -125,6 +145,7 @@ def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
 __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
+    "EXIT_PIPE",
     "EXIT_PROBLEMS",
     "EXIT_USAGE",
     "build_parser",

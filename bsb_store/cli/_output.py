@@ -12,6 +12,7 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 EXIT_FAILED = 3
+EXIT_PIPE = 141  # 128 + SIGPIPE: stdout's reader closed the pipe early
 
 
 def emit_json(data: Any) -> None:
