@@ -14,7 +14,8 @@ data is merged first, then every set's indexed chunks and registered columns (cu
 their counts), morphologies, files and metadata are copied; rows past the counts,
 unreachable leftovers and HDF5 free space are dropped. The new file replaces ROOT
 atomically (or is written to OUT, which must not exist) under the store's exclusive
-lock. Refused (exit 1) while `check` reports errors."""
+lock. Refused (exit 1) while `check` reports errors. Never makes a file bigger: when
+the rewrite would not be smaller, ROOT is kept as it is (or copied as it is to OUT)."""
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -45,6 +46,14 @@ def run(args: argparse.Namespace) -> int:
     for action in report.merged:
         out(f"  - {action}")
     before, after = report.bytes_before, report.bytes_after
+    if report.kept:
+        where = "kept as it is" if report.target == report.root else "copied as it is"
+        out(
+            f"Not rewritten: a compacted {report.root} would not be smaller than its "
+            f"{fmt_bytes(after)}; {where}"
+            + ("." if report.target == report.root else f" to {report.target}.")
+        )
+        return code
     saved = before - after
     pct = 100 * saved / before if before else 0.0
     out(

@@ -210,8 +210,10 @@ def test_compact_reports_sizes(capsys, root):
     assert data["bytes_after"] == os.path.getsize(root) < before - 1_000_000
     code, out, _ = run(capsys, "check", root)
     assert code == 0 and "Warnings" not in out
+    # Compacted already: a second rewrite would not be smaller, so OUT gets the bytes.
     code, out, _ = run(capsys, "compact", root, str(Path(root).with_name("o.h5")))
-    assert code == 0 and out.startswith(f"Compacted {root} -> ")
+    assert code == 0 and out.startswith(f"Not rewritten: a compacted {root} would not")
+    assert os.path.getsize(Path(root).with_name("o.h5")) == os.path.getsize(root)
 
 
 def test_compact_refuses_errors_and_existing_output(capsys, root, tmp_path):

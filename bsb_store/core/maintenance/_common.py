@@ -240,7 +240,9 @@ class RepairReport:
 
 @dataclass
 class CompactReport:
-    """Sizes before and after :func:`compact`; ``refused`` says why nothing was done."""
+    """Sizes before and after :func:`compact`; ``refused`` says why nothing was done;
+    ``kept`` that the rewrite would not have been smaller, so the store's own bytes were
+    kept (``root`` untouched, or copied as they are to ``target``)."""
 
     root: str
     target: str
@@ -249,6 +251,7 @@ class CompactReport:
     merged: list[str] = field(default_factory=list)
     refused: str | None = None
     errors: list[Finding] = field(default_factory=list)
+    kept: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -259,6 +262,7 @@ class CompactReport:
             "merged": self.merged,
             "refused": self.refused,
             "errors": [f.to_dict() for f in self.errors],
+            "kept": self.kept,
         }
 
 

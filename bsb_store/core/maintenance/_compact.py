@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import stat
 import uuid
 from collections.abc import Iterator
@@ -46,6 +47,11 @@ def compact(
     the target, flushed to disk and renamed over the target (``out``, or the root
     itself) under the exclusive lock, so a crash leaves the old file or the new one.
     Refuses (``refused`` set, nothing changed) when :func:`check` finds errors.
+
+    Compacting never makes a file bigger: when the rewrite is not smaller than the root
+    (HDF5 lays out a fresh file's metadata less tightly than a file that grew in place,
+    so a store without garbage can come out larger), it is dropped and the root's own
+    bytes are kept (``kept`` set): the root stays as it is, or ``out`` gets a plain copy.
 
     :raises StoreExistsError: ``out`` exists and is not the root.
     """
@@ -106,24 +112,33 @@ def _compact(
     with _session(path, locking, exclusive=True) as (_, st, engine):
         merged, changed = _premerge(path, st, engine.locking)
         tmp = f"{target}.compact-{uuid.uuid4().hex[:12]}.tmp"
+        kept = False
         try:
             with (
                 h5py.File(path, "r", locking=False) as src,
                 h5py.File(tmp, "w", locking=False) as dst,
             ):
                 _copy_live(src, dst, progress or _quiet)
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
-            _fsync(tmp)
-            os.replace(tmp, target)
-            _fsync(os.path.dirname(target))
+            # Never bigger: a rewrite that saves nothing is dropped (the merged root is
+            # the baseline; what the merge added is the store's data, not growth).
+            kept = os.path.getsize(tmp) >= os.path.getsize(path)
+            if kept:
+                os.unlink(tmp)
+                if target != path:
+                    shutil.copyfile(path, tmp)
+            if not (kept and target == path):
+                os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+                _fsync(tmp)
+                os.replace(tmp, target)
+                _fsync(os.path.dirname(target))
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
         finally:
-            if changed or target == path:
+            if changed or (target == path and not kept):
                 st.lock.bump_generation()
-    return CompactReport(path, target, size, os.path.getsize(target), merged)
+    return CompactReport(path, target, size, os.path.getsize(target), merged, kept=kept)
 
 
 def _premerge(path: str, st: _RootState, locking: str) -> tuple[list[str], bool]:
