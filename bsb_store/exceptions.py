@@ -140,12 +140,28 @@ class LockingError(StoreError, OSError):
     with ENOLCK or ENOSYS), or a store's lock file can be neither opened nor created."""
 
 
+class ShardLostError(StoreError, OSError):
+    """This process's shard file, or the store's root, was removed or replaced behind
+    its back (another process moved or removed the store, or deleted its sidecars):
+    an append cannot be stored where the store will find it, so it raises."""
+
+
+class ShardChecksumError(FormatError):
+    """A committed shard record does not match its checksum (torn or zeroed data): it
+    is never merged; the shard is kept for inspection and ``bsb-store check``."""
+
+
 class RecoveryNeededError(StoreError, OSError):
     """A store holds an interrupted transaction and is opened where it cannot repair it."""
 
 
 class CollectiveError(StoreError, RuntimeError):
     """A collective operation failed on the rank that ran it; raised on every rank."""
+
+
+class MissingShardsWarning(StoreWarning):
+    """The root names writers whose shards may hold data it lacks, and their shards
+    are not next to it (the file was copied or moved without its sidecars)."""
 
 
 class PendingDataWarning(StoreWarning):
@@ -170,6 +186,7 @@ __all__ = [
     "LockingError",
     "MissingActiveConfigError",
     "MissingDataError",
+    "MissingShardsWarning",
     "MorphologyExistsError",
     "MorphologyNotFoundError",
     "NotAStoreError",
@@ -177,6 +194,8 @@ __all__ = [
     "ReadOnlyError",
     "RecoveryNeededError",
     "ShapeError",
+    "ShardChecksumError",
+    "ShardLostError",
     "StoreError",
     "StoreExistsError",
     "StoreIOError",

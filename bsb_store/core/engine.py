@@ -171,8 +171,9 @@ class _RootState:
         if self.writer is None or self.writer.closed:
             self.lock.require_writable()  # a read-only place: refuse before any I/O
             shards = layout.shard_dir(self.path)
+            same_store = self._same_store_check()
             try:
-                self.writer = ShardWriter(shards, self.locking)
+                writer = ShardWriter(shards, self.locking, root=self.path)
             except OSError as e:
                 if isinstance(e, StoreError) or e.errno not in READ_ONLY_ERRNOS:
                     raise
@@ -182,7 +183,36 @@ class _RootState:
                     "the store somewhere writable to change it.",
                     path=self.path,
                 ) from e
+            writer.same_store = same_store
+            self.writer = writer
         return self.writer
+
+    def _same_store_check(self):
+        """A function telling whether the file at the root is still this store (its
+        ``storage_id``), for a writer that finds the root's inode changed."""
+        self.check_root()
+
+        def storage_id() -> Any:
+            # The file at the path now, not the cached handle (which may be older).
+            with (
+                self.rlock,
+                self.lock.shared(),
+                h5py.File(self.path, "r", locking=False) as f,
+            ):
+                return f.attrs.get("storage_id")
+
+        try:
+            known = storage_id()
+        except (OSError, StoreError):  # a dead writer's torn session: cannot tell
+            known = None
+
+        def same() -> bool:
+            try:
+                return known is None or storage_id() == known
+            except (OSError, StoreError):
+                return False
+
+        return same
 
     def drop_writer(self) -> None:
         """Forget the shard writer without merging (its root is being replaced)."""
@@ -547,6 +577,10 @@ class HDF5Engine:
             try:
                 if writer is not None and not writer.closed:
                     writer.commit_pending()  # raises with the writer still open
+                    if writer.committed and writer.orphan_mergeable():
+                        # Its file was deleted behind its back: only the open handle
+                        # still holds the calls; merge from it before closing it.
+                        self._merge_all()
                     st.writer = None
                     try:
                         writer.close()

@@ -23,7 +23,12 @@ import pytest
 
 from bsb_store.core import HDF5Engine, PlacementSet
 from bsb_store.core.maintenance import check
-from bsb_store.exceptions import DiskFullError, LockTimeoutError, StoreError
+from bsb_store.exceptions import (
+    DiskFullError,
+    LockTimeoutError,
+    ShardLostError,
+    StoreError,
+)
 
 from ..core.workers import check_calls, rows
 
@@ -419,3 +424,76 @@ def test_disk_full_error_is_a_store_error_and_an_enospc_oserror():
     again = pickle.loads(pickle.dumps(err))  # collective() sends errors to every rank
     assert again.errno == errno.ENOSPC and again.details == err.details
     assert "DiskFullError" in exceptions.__all__ and "StoreIOError" in exceptions.__all__
+
+
+# --------------------------------------------------- item 4: removals behind a writer
+def _calls(root: str, worker: int) -> list[int]:
+    e = HDF5Engine(root)
+    try:
+        return check_calls(PlacementSet(e, "cells").load_positions(), worker)
+    finally:
+        e.close()
+
+
+@pytest.mark.serial_only
+def test_an_append_after_another_process_moved_the_store_raises(tmp_path):
+    """Was: another process's ``engine.move`` took the store away (merging what this
+    writer had committed), and this writer's next 10 appends returned into a shard
+    nothing would ever merge: lost."""
+    e = new_store(tmp_path / "store.h5")
+    ps = PlacementSet(e, "cells")
+    for i in range(5):
+        ps.append_data((0, 0, 0), rows(4, i))
+    moved = str(tmp_path / "moved.h5")
+    out = run_python(
+        f"from bsb_store.core import HDF5Engine\nHDF5Engine({e.root!r}).move({moved!r})"
+    )
+    assert out.returncode == 0, out.stderr
+    for i in range(5, 8):
+        with pytest.raises(ShardLostError) as info:
+            ps.append_data((0, 0, 0), rows(4, i))
+        assert e.root in str(info.value) and "was not stored" in str(info.value)
+    e.close()
+    assert _calls(moved, 4) == list(range(5))  # what returned is in the moved store
+    assert not os.path.exists(e.root)
+
+
+@pytest.mark.serial_only
+def test_an_append_after_the_shards_folder_was_deleted_raises_and_keeps_the_rest(
+    tmp_path,
+):
+    """Was: ``rm -rf ROOT.shards`` behind a live writer lost its 40 returned calls,
+    its own next read returned 0 rows, and its next appends returned (lost too)."""
+    import shutil
+
+    e = new_store(tmp_path / "store.h5")
+    ps = PlacementSet(e, "cells")
+    for i in range(40):
+        ps.append_data((i % 3, 0, 0), rows(5, i))
+    shutil.rmtree(e.root + ".shards")
+    with pytest.raises(ShardLostError) as info:
+        ps.append_data((0, 0, 0), rows(5, 40))
+    assert "was removed or replaced" in str(info.value)
+    # The calls that returned are still in the open shard: the next read merges them.
+    assert len(ps) == sum(i % 4 + 1 for i in range(40))
+    e.close()
+    assert _calls(e.root, 5) == list(range(40))
+    assert not check(e.root).errors
+
+
+@pytest.mark.serial_only
+def test_an_append_after_the_root_was_replaced_by_another_file_raises(tmp_path):
+    """A root replaced behind the writer by another store (``cp other.h5 ROOT``) must
+    not take this writer's appends; one rewritten by ``compact`` (the same store) must."""
+    from bsb_store.core.maintenance import compact
+
+    e = new_store(tmp_path / "store.h5")
+    ps = PlacementSet(e, "cells")
+    ps.append_data((0, 0, 0), rows(6, 0))
+    compact(e.root)  # same store, new inode: appends go on
+    ps.append_data((0, 0, 0), rows(6, 1))
+    other = new_store(tmp_path / "other.h5")
+    other.close()
+    os.replace(other.root, e.root)
+    with pytest.raises(ShardLostError, match="replaced by another file"):
+        ps.append_data((0, 0, 0), rows(6, 2))

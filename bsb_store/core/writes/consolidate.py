@@ -67,7 +67,7 @@ def pending(
         if applied_cache is not None
         else ({k: v for k, (_, v) in _applied_table(f).items()} if f is not None else {})
     )
-    for path in list_shards(shard_dir):
+    for path in _shard_paths(shard_dir, own):
         name = os.path.basename(path)[:-3]
         if own is not None and name == own.name:
             committed = own.committed
@@ -76,6 +76,17 @@ def pending(
         if committed > table.get(name, 0):
             return True
     return False
+
+
+def _shard_paths(shard_dir: str, own: ShardWriter | None) -> list[str]:
+    """The shard files to merge: those in ``shard_dir``, and this process's own shard
+    when its file was deleted behind its back while the root stayed (``rm -rf
+    ROOT.shards``): its committed calls are still readable through the open handle,
+    and merging them keeps every call that returned."""
+    paths = list_shards(shard_dir)
+    if own is not None and own.path not in paths and own.orphan_mergeable():
+        paths.append(own.path)
+    return paths
 
 
 def consolidate(
@@ -90,7 +101,7 @@ def consolidate(
     retired = []
     changed = False
     gathered: list[Call] = []  # every shard's calls, dispatched once: appliers see
-    for path in list_shards(shard_dir):  # one consistent view of each set
+    for path in _shard_paths(shard_dir, own):  # one consistent view of each set
         name = os.path.basename(path)[:-3]
         start = table.get(name, (None, 0))[1]
         is_own = own is not None and name == own.name

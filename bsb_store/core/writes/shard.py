@@ -36,7 +36,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ...exceptions import FormatError, FormatVersionError
+from ...exceptions import FormatError, FormatVersionError, ShardLostError
 from ..locking import LockingMode, SidecarLock, try_exclusive
 from .rows import append_rows
 
@@ -96,8 +96,19 @@ def read_commit_hint(lock_path: str) -> int:
 class ShardWriter:
     """The append side of one process's shard file."""
 
-    def __init__(self, shard_dir: str, locking: LockingMode = "flock"):
+    def __init__(
+        self, shard_dir: str, locking: LockingMode = "flock", root: str | None = None
+    ):
         os.makedirs(shard_dir, exist_ok=True)
+        #: The root this shard belongs to, and the identity (device, inode) of both
+        #: files when the shard was created: an append checks both (two ``stat``
+        #: calls), so that one whose shard or root was removed or replaced behind
+        #: this process's back raises instead of returning (:meth:`verify`).
+        self.root = root
+        self.root_ident = _ident(root) if root is not None else None
+        #: Set by the engine: whether the file now at ``root`` is the same store
+        #: (called only when the root's inode changed).
+        self.same_store: Any = None
         self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
         self.path = os.path.join(shard_dir, self.name + ".h5")
         lock_path, alive_path = shard_paths(self.path)
@@ -114,6 +125,7 @@ class ShardWriter:
             with contextlib.suppress(OSError):
                 remove_shard(self.path)
             raise
+        self._ident = _ident(self.path)
         self._streams: dict[tuple[Any, ...], int] = {}
         self._data: dict[int, h5py.Dataset] = {}
         self._lengths: dict[int, int] = {}  # rows in each data dataset
@@ -149,9 +161,65 @@ class ShardWriter:
             raise
 
     # ----------------------------------------------------------------------- append
+    def detached(self) -> str | None:
+        """Why this shard can no longer take appends that a merge would find: its file
+        or the root was removed or replaced (None while both are in place)."""
+        if _ident(self.path) != self._ident:
+            return (
+                f"its shard file '{self.path}' was removed or replaced (the store "
+                "was moved, removed or re-created by another process, or its "
+                f"'{os.path.basename(os.path.dirname(self.path))}' folder deleted)"
+            )
+        if self.root is None:  # a shard used on its own (tests)
+            return None
+        ident = _ident(self.root)
+        if ident is None:
+            return f"the root '{self.root}' was removed or moved by another process"
+        if self.root_ident is not None and ident != self.root_ident:
+            # Replaced: by the same store (``compact`` renames its copy over the
+            # root), or by another file. Rare, so asking the root is affordable.
+            if self.same_store is None or not self.same_store():
+                return f"the root '{self.root}' was replaced by another file"
+            self.root_ident = ident
+        return None
+
+    def verify(self) -> None:
+        """Raise :class:`ShardLostError` when :meth:`detached`."""
+        why = self.detached()
+        if why is not None:
+            raise ShardLostError(
+                f"Cannot append to '{self.root or self.path}': {why}. This call was not stored. "
+                f"The {self.calls} append calls this process committed before are "
+                f"{self._fate()}; call `close()` on the engine before appending "
+                "again.",
+                path=self.root or self.path,
+                shard=self.path,
+            )
+
+    def orphan_mergeable(self) -> bool:
+        """Whether this open shard's file was deleted while its root stayed the same
+        file: its committed calls are still readable through the open handle, and a
+        merge into that root takes them from there."""
+        return (
+            not self.closed
+            and self.root is not None
+            and self.root_ident is not None
+            and _ident(self.path) != self._ident
+            and _ident(self.root) == self.root_ident
+        )
+
+    def _fate(self) -> str:
+        if self.orphan_mergeable():
+            return "still readable by this process and merged by its next read"
+        return "in the store wherever it was moved (a move merges first), or lost with it"
+
     def append(self, records: list[Record]) -> None:
-        """Commit one append call (or queue it while commits are deferred)."""
+        """Commit one append call (or queue it while commits are deferred).
+
+        :raises ShardLostError: the shard file or the root was removed or replaced.
+        """
         with self._tlock:
+            self.verify()
             if self._defer:
                 self._pending.append(records)
                 self._pending_bytes += sum(
@@ -181,6 +249,7 @@ class ShardWriter:
 
     def _commit_pending(self) -> None:
         if self._pending:
+            self.verify()
             calls, self._pending, self._pending_bytes = self._pending, [], 0
             self._commit(calls)
 
@@ -279,6 +348,15 @@ class ShardWriter:
                 if self._alive is not None:
                     self._alive.close()
                     self._alive = None
+
+
+def _ident(path: str) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, None when there is no file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def check_shard_format(f: h5py.File) -> bool:
