@@ -40,6 +40,7 @@ import numpy as np
 from .. import __version__
 from ..exceptions import (
     ChunkSizeError,
+    DiskFullError,
     LockTimeoutError,
     NotAStoreError,
     ReadOnlyError,
@@ -168,6 +169,8 @@ class _RootState:
         return self.applied
 
     def get_writer(self) -> ShardWriter:
+        # A writer whose write failed (a full disk, an I/O error) closed itself; its
+        # shard is a dead writer's, merged as such, and appends go to a new shard.
         if self.writer is None or self.writer.closed:
             self.lock.require_writable()  # a read-only place: refuse before any I/O
             shards = layout.shard_dir(self.path)
@@ -175,6 +178,14 @@ class _RootState:
             try:
                 writer = ShardWriter(shards, self.locking, root=self.path)
             except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(
+                    e, StoreError
+                ):
+                    raise DiskFullError(
+                        f"Cannot append to '{self.path}': no room to start a shard "
+                        f"in '{shards}' ({e.strerror or e}). Nothing was written.",
+                        path=self.path,
+                    ) from None
                 if isinstance(e, StoreError) or e.errno not in READ_ONLY_ERRNOS:
                     raise
                 raise ReadOnlyError(
@@ -230,6 +241,17 @@ class _RootState:
         self.chunk_size = None
         self.pending_chunk_size = None
         self.columns = {}
+
+
+def _is_store_file(path: str) -> bool:
+    """Whether ``path`` is an HDF5 file stamped as a bsb-store root."""
+    if not layout.is_hdf5(path):
+        return False
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return f.attrs.get("bsb_store_format") == layout.FORMAT_NAME
+    except OSError:
+        return False
 
 
 def _open(path: str, mode: str) -> h5py.File:
@@ -424,34 +446,75 @@ class HDF5Engine:
     def recognizes(root: Any, comm: Any = None) -> bool:
         """Whether ``root`` is a bsb-store root (decided on rank 0, broadcast)."""
         c = make_comm(comm)
-
-        def check() -> bool:
-            path = os.fspath(root)
-            if not layout.is_hdf5(path):
-                return False
-            try:
-                with h5py.File(path, "r", locking=False) as f:
-                    return f.attrs.get("bsb_store_format") == layout.FORMAT_NAME
-            except OSError:
-                return False
-
-        return collective(c, check)
+        return collective(c, lambda: _is_store_file(os.fspath(root)))
 
     @classmethod
     def peek_exists(cls, root: Any) -> bool:
         return os.path.exists(os.fspath(root))
 
     def exists(self) -> bool:
-        """Whether the root file exists (never cached)."""
+        """Whether a file exists at the root, of any kind (never cached): a text file or
+        another program's HDF5 file count. :meth:`is_store` tells whether it is a
+        bsb-store root."""
         return os.path.isfile(self._root)
 
-    def create(self) -> None:
-        """Create an empty store, replacing whatever the root held. Collective."""
+    def is_store(self) -> bool:
+        """Whether the root is a bsb-store root (:meth:`recognizes` on this engine's
+        root and communicator; decided on rank 0, broadcast). Collective."""
+        return self.recognizes(self._root, self._comm)
+
+    def create(self, mode: str = "w", *, force: bool = False) -> None:
+        """Create an empty store at the root. Collective.
+
+        :param mode: as in :class:`h5py.File`: ``"w"`` (the default, and what BSB's
+          ``Storage.create`` and ``renew`` call) creates the store, replacing an earlier
+          bsb-store root at the path (its data is lost); ``"x"`` (or ``"w-"``) refuses
+          with :class:`~bsb_store.exceptions.StoreExistsError` when any file exists there.
+        :param force: replace a file that is *not* a bsb-store root too (a text file, a
+          bsb-hdf5 network, a damaged root that no longer opens). Without it such a
+          file is never touched: :class:`~bsb_store.exceptions.NotAStoreError`. An empty
+          file holds nothing and is replaced without it.
+        :raises StoreNotFoundError: the parent directory does not exist (it is not made,
+          as with h5py and bsb-hdf5).
+        """
+        if mode not in ("w", "x", "w-"):
+            raise ValueError(f"create(mode={mode!r}): the mode is 'w' or 'x' ('w-').")
+        # Decided before the reset: a refused create loses nothing (pending appends
+        # of this process included).
+        collective(self._comm, lambda: self._refuse_to_replace(mode != "w", force))
         self._collective_reset(self._create)
+
+    def _refuse_to_replace(self, exclusive: bool, force: bool) -> None:
+        """Raise when :meth:`create` must not replace what is at the root (rank 0)."""
+        path = self._root
+        parent = os.path.dirname(path) or "."
+        if not os.path.isdir(parent):
+            raise StoreNotFoundError(
+                f"Cannot create '{path}': the directory '{parent}' does not exist.",
+                path=path,
+            )
+        if os.path.isdir(path):
+            raise NotAStoreError(
+                f"Cannot create '{path}': it is a directory; a root is one HDF5 file.",
+                path=path,
+            )
+        if not os.path.lexists(path):
+            return
+        if exclusive:
+            raise StoreExistsError(
+                f"Cannot create '{path}': it exists (create(mode='x')).", path=path
+            )
+        if force or os.path.getsize(path) == 0 or _is_store_file(path):
+            return
+        what = "an HDF5 file of another kind" if layout.is_hdf5(path) else "not HDF5"
+        raise NotAStoreError(
+            f"Cannot create '{path}': the file there is not a bsb-store root ({what}); "
+            "it was left untouched. Remove it, or pass create(force=True) to replace it.",
+            path=path,
+        )
 
     def _create(self) -> None:
         st = self._st
-        os.makedirs(os.path.dirname(self._root) or ".", exist_ok=True)
         with st.rlock, st.lock.exclusive():
             shutil.rmtree(layout.shard_dir(self._root), ignore_errors=True)
             # Written aside and renamed into place: a kill leaves the old root or the

@@ -260,10 +260,76 @@ def test_locking_none_mode(tmp_path):
     assert len(ps) == 2
 
 
-def test_create_makes_missing_parent_directories(tmp_path):
+def test_create_needs_the_parent_directory(tmp_path):
+    """As h5py and bsb-hdf5: a missing directory is an error (a typo in a path must
+    not grow a directory tree); nothing is made, not even the lock file."""
     e = HDF5Engine(tmp_path / "deep" / "er" / "s.h5")
-    e.create()
-    assert e.exists()
+    with pytest.raises(StoreNotFoundError, match="does not exist") as info:
+        e.create()
+    assert isinstance(info.value, FileNotFoundError)
+    assert not (tmp_path / "deep").exists()
+
+
+# What create() may replace (issue 17): our own roots, never someone else's file.
+def _foreign_hdf5(path):
+    with h5py.File(path, "w") as f:  # e.g. a bsb-hdf5 network
+        f.create_dataset("placement/granule_cell/position", data=np.ones((4, 3)))
+        f.attrs["version"] = "4.0"
+
+
+def test_create_refuses_a_text_file_unless_forced(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("precious\n")
+    e = HDF5Engine(p)
+    assert e.exists() and not e.is_store()
+    with pytest.raises(NotAStoreError, match=r"not HDF5.*untouched.*force=True"):
+        e.create()
+    assert p.read_text() == "precious\n"
+    assert not Path(str(p) + ".lock").exists()  # nothing left next to it
+    with pytest.raises(StoreExistsError):
+        e.create(mode="x")
+    e.create(force=True)
+    assert e.is_store() and PlacementSet.list(e) == []
+
+
+def test_create_refuses_a_foreign_hdf5_file_unless_forced(tmp_path):
+    p = tmp_path / "network.h5"
+    _foreign_hdf5(p)
+    before = p.read_bytes()
+    e = HDF5Engine(p)
+    assert e.exists() and not e.is_store() and not HDF5Engine.recognizes(p)
+    with pytest.raises(NotAStoreError, match="another kind"):
+        e.create()
+    assert p.read_bytes() == before
+    e.create(mode="w", force=True)
+    assert e.is_store()
+
+
+def test_create_replaces_our_own_root_and_mode_x_refuses_it(tmp_path):
+    e = HDF5Engine(tmp_path / "s.h5")
+    assert not e.exists() and not e.is_store()
+    e.create(mode="x")  # nothing there: created
+    PlacementSet.create(e, "a").append_data((0, 0, 0), np.zeros((2, 3)))
+    with pytest.raises(StoreExistsError, match="mode='x'"):
+        e.create(mode="x")
+    with pytest.raises(StoreExistsError):
+        e.create(mode="w-")
+    assert len(PlacementSet(e, "a")) == 2
+    e.create()  # mode "w": a bsb-store root is replaced, as BSB's create/renew expect
+    assert e.is_store() and PlacementSet.list(e) == []
+
+
+def test_create_takes_an_empty_file_and_refuses_a_directory(tmp_path):
+    empty = tmp_path / "empty.h5"
+    empty.touch()  # e.g. tempfile.NamedTemporaryFile(suffix=".h5"): nothing to lose
+    HDF5Engine(empty).create()
+    assert HDF5Engine.recognizes(empty)
+    d = tmp_path / "dir.h5"
+    d.mkdir()
+    with pytest.raises(NotAStoreError, match="directory"):
+        HDF5Engine(d).create(force=True)
+    with pytest.raises(ValueError, match="mode"):
+        HDF5Engine(tmp_path / "x.h5").create(mode="a")
 
 
 def test_interrupted_transaction_is_finished_by_the_next_reader(tmp_path):
