@@ -57,7 +57,7 @@ for i in range(calls):
 if tail:
     log = w._file["log"]
     log.resize(log.shape[0] + 1, axis=0)
-    log[-1] = [calls + 1, 0, 0, 0, 0, 1]
+    log[-1] = [calls + 1, 0, 0, 0, 0, 1, 0]
     w._file.flush()
 print(w.path, flush=True)
 time.sleep(120)

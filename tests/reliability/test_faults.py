@@ -497,3 +497,127 @@ def test_an_append_after_the_root_was_replaced_by_another_file_raises(tmp_path):
     os.replace(other.root, e.root)
     with pytest.raises(ShardLostError, match="replaced by another file"):
         ps.append_data((0, 0, 0), rows(6, 2))
+
+
+# ------------------------------------------- item 2: silent zeros after a full disk
+def mid_rows(i: int) -> np.ndarray:
+    """Call ``i``'s rows: 4000 x 3 float64 (94 KiB), none of them zero."""
+    n = 4000
+    return np.column_stack([np.full(n, 8.0), np.full(n, i + 1.0), np.arange(1.0, n + 1)])
+
+
+@pytest.mark.serial_only
+def test_appends_after_a_full_disk_cleared_are_whole(small_disk):
+    """Was: appends hit ENOSPC, space came back, the same process appended 10 more
+    calls that all returned, and some read back as zeros or partial rows while
+    ``check`` said OK. A shard that failed a write takes no more appends."""
+    root = os.path.join(small_disk, "store.h5")
+    new_store(root).close()
+    out = run_python(
+        FILL
+        + f"""
+import os
+from bsb_store.core import HDF5Engine, PlacementSet
+from tests.reliability.test_faults import mid_rows
+e = HDF5Engine({root!r})
+ps = PlacementSet(e, "cells")
+ps.append_data((0, 0, 0), mid_rows(0))
+fill({small_disk!r}, 1 << 20)
+returned, errors, i = [0], [], 1
+while len(errors) < 3 and i < 200:
+    try:
+        ps.append_data((i % 4, 0, 0), mid_rows(i))
+        returned.append(i)
+    except Exception as err:
+        errors.append(type(err).__name__)
+    i += 1
+os.unlink(os.path.join({small_disk!r}, "filler"))  # space comes back
+for j in range(i, i + 10):
+    ps.append_data((j % 4, 0, 0), mid_rows(j))
+    returned.append(j)
+print(" ".join(errors))
+print(" ".join(map(str, returned)))
+e.close()
+"""
+    )
+    assert out.returncode == 0, f"the writer crashed ({out.returncode}):\n{out.stderr}"
+    errors, returned = out.stdout.splitlines()[:2]
+    returned = [int(x) for x in returned.split()]
+    e = HDF5Engine(root)
+    positions = PlacementSet(e, "cells").load_positions()
+    e.close()
+    calls = sorted(set(positions[:, 1].astype(int) - 1))
+    assert set(returned) <= set(calls)  # every returned call is there ...
+    for i in calls:  # ... whole (a call that raised may be there, whole, too)
+        got = positions[positions[:, 1] == i + 1]
+        assert np.array_equal(got, mid_rows(i)), f"call {i} is not whole"
+    assert shards(root) == []
+    assert not check(root).findings
+    # The appends that failed said why, as a StoreError (was: a raw RuntimeError).
+    assert errors.split() and set(errors.split()) <= {"DiskFullError"}, out.stdout
+
+
+def dead_writer(root: str, worker: int, n: int) -> str:
+    """A writer that appends ``n`` calls and dies; its shard's path."""
+    out = run_python(
+        f"""
+        import os
+        from bsb_store.core import HDF5Engine, PlacementSet
+        from tests.core.workers import rows
+        ps = PlacementSet(HDF5Engine({root!r}), "cells")
+        for i in range({n}):
+            ps.append_data((i % 3, 0, 0), rows({worker}, i))
+        os._exit(0)
+        """
+    )
+    assert out.returncode == 0, out.stderr
+    [shard] = shards(root)
+    return shard
+
+
+@pytest.mark.serial_only
+def test_a_record_torn_on_disk_is_never_merged(tmp_path):
+    """Committed rows zeroed on disk after their call returned (a torn write, a flush
+    behind a hole): was merged as zeros, and ``check`` said OK. Every record has a
+    checksum: the merge raises and keeps the shard, ``check`` reports an error and
+    ``repair`` refuses."""
+    import h5py
+
+    from bsb_store.core.maintenance import repair
+    from bsb_store.exceptions import ShardChecksumError
+
+    e = new_store(tmp_path / "store.h5")
+    e.close()
+    shard = dead_writer(e.root, 7, 6)
+    with h5py.File(shard, "r+") as f:
+        [data] = [d for d in f["s"].values() if d.shape[1:] == (3,)]  # positions
+        data[2:4] = 0  # zeroed behind the writer's back
+    before = sha256(e.root)
+    with pytest.raises(ShardChecksumError, match="does not match its checksum") as info:
+        len(PlacementSet(HDF5Engine(e.root), "cells"))
+    assert shard in str(info.value)
+    assert sha256(e.root) == before and shards(e.root) == [shard]
+    report = check(e.root)
+    assert [f.code for f in report.errors] == ["shard-checksum"], report.findings
+    fixed = repair(e.root)
+    assert fixed.refused and "checksum" in fixed.refused and shards(e.root) == [shard]
+    assert sha256(e.root) == before
+
+
+@pytest.mark.serial_only
+def test_a_shard_of_format_1_without_checksums_is_still_merged(tmp_path):
+    """A dead writer's shard of the previous format (six log columns, no checksum)
+    left by bsb-store before this change is merged as before."""
+    import h5py
+
+    e = new_store(tmp_path / "store.h5")
+    e.close()
+    shard = dead_writer(e.root, 8, 6)
+    with h5py.File(shard, "r+") as f:  # rewrite it as format 1 wrote it
+        log = f["log"][()]
+        del f["log"]
+        f["log"] = log[:, :6]
+        f.attrs["bsb_store_shard"] = 1
+    assert not check(e.root).errors
+    assert _calls(e.root, 8) == list(range(6))
+    assert shards(e.root) == []

@@ -225,6 +225,17 @@ class _Checker(SetChecks):
             if sh.committed is None:
                 self._unreadable(sh, who, merged)
                 continue
+            if sh.corrupt is not None:
+                self.error(
+                    "shard-checksum",
+                    sh.path,
+                    f"The shard of {who} holds a committed record whose data does not "
+                    f"match its checksum: {sh.corrupt} Merges refuse this shard (every "
+                    "read that merges raises) and `bsb-store repair` leaves it alone: "
+                    "the calls from that record on are lost. To go on without them, "
+                    "move the shard file out of the shards folder.",
+                )
+                continue
             if sh.committed < merged:
                 self.error(
                     "shard-behind",

@@ -22,6 +22,7 @@ from ...exceptions import (
     FormatVersionError,
     MissingDataError,
     NotAStoreError,
+    ShardChecksumError,
     StoreError,
     StoreNotFoundError,
 )
@@ -31,6 +32,7 @@ from ..locking import SidecarLock
 from ..writes.shard import (
     check_shard_format,
     list_shards,
+    read_calls,
     read_commit_hint,
     shard_paths,
     writer_alive,
@@ -417,6 +419,9 @@ class _ShardState:
     #: Why the shard must not be merged nor removed: a newer shard format, a foreign
     #: file, or committed rows that do not decode (None for a usable shard).
     unusable: str | None = None
+    #: A committed record that fails its checksum (torn or zeroed data): the merge
+    #: refuses the shard (None when every unmerged record matches).
+    corrupt: str | None = None
 
 
 def _read_shard(path: str, start: int, own: Any, locking: str) -> _ShardState:
@@ -443,6 +448,11 @@ def _read_shard(path: str, start: int, own: Any, locking: str) -> _ShardState:
                 committed = max(state.hint, int(sf["committed"][0]))
                 _shard_numbers(state, sf["log"], committed, start)
                 _check_streams(sf, state, start)
+                # Decode the unmerged records as a merge would: their checksums.
+                try:
+                    read_calls(sf, start, state.committed)
+                except ShardChecksumError as e:
+                    state.corrupt = str(e)
                 return state
     except FormatError as e:  # FormatVersionError included
         state.unusable = str(e)

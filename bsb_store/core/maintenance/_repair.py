@@ -44,6 +44,16 @@ def repair(
     :raises StoreNotFoundError, NotAStoreError, FormatVersionError: as :func:`check`.
     """
     before = check(root, locking=locking, progress=progress)
+    if any(f.code == "shard-checksum" for f in before.errors):
+        # Merging the other shards would merge that one too (and fail).
+        return RepairReport(
+            before.root,
+            [],
+            before,
+            refused="a shard holds a committed record that fails its checksum (torn "
+            "or zeroed on disk); nothing is merged while it is there. Move that "
+            "shard out of the shards folder to merge the rest without its data",
+        )
     if not before.repairable:
         return RepairReport(before.root, [], before)
     blocking = {"missing-group", "store-dataset"}

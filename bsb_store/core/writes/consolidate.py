@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from ...exceptions import FormatError, PendingDataWarning
+from ...exceptions import FormatError, PendingDataWarning, ShardChecksumError
 from ..locking import LockingMode, SidecarLock
 from .shard import (
     Call,
@@ -62,6 +62,8 @@ def pending(
     applied_cache: dict[str, int] | None = None,
 ) -> bool:
     """Cheap check: does any shard hold committed rows the root has not merged?"""
+    if own is not None and own.closed:  # it failed and closed: a dead writer's
+        own = None
     table = (
         applied_cache
         if applied_cache is not None
@@ -94,6 +96,8 @@ def consolidate(
 ) -> list[str]:
     """Merge every shard's unmerged committed calls into ``txn``; return the shard
     files of dead writers that are now fully merged (delete them after the commit)."""
+    if own is not None and own.closed:  # it failed and closed: a dead writer's
+        own = None
     f = txn.file
     table = _applied_table(f)
     names = list(table)
@@ -188,6 +192,8 @@ def _read_foreign(
                         raise _Unreadable("it has no format attribute (torn creation)")
                     committed = max(committed, int(sf["committed"][0]))
                     return read_calls(sf, start, committed)
+            except ShardChecksumError:
+                raise  # torn or zeroed committed data: never merged, never dropped
             # FormatError (rows that do not decode) is an OSError too.
             except (_Unreadable, OSError, KeyError, ValueError, IndexError) as e:
                 if dead and committed <= 0:

@@ -22,12 +22,15 @@ lock it knows the writer is gone and may delete the shard once it is merged.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import socket
 import struct
 import threading
 import uuid
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,18 +39,32 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ...exceptions import FormatError, FormatVersionError, ShardLostError
+from ...exceptions import (
+    DiskFullError,
+    FormatError,
+    FormatVersionError,
+    ShardChecksumError,
+    ShardLostError,
+    StoreError,
+    StoreIOError,
+)
 from ..locking import LockingMode, SidecarLock, try_exclusive
 from .rows import append_rows
 
 _COUNT = struct.Struct("<q")
-#: The shard file format this bsb-store writes and reads (attribute ``bsb_store_shard``).
-SHARD_FORMAT = 1
-#: The objects a shard file of format 1 holds; a file without ``bsb_store_shard`` that
-#: holds nothing else is a shard whose writer died before its first flush finished.
+_LEN = struct.Struct("<q")
+#: The shard file format this bsb-store writes (attribute ``bsb_store_shard``). Format 2
+#: adds a seventh log column, the CRC-32 of each record's log row and rows; format 1
+#: shards (no checksums, written by bsb-store before 0.3) are still read and merged.
+SHARD_FORMAT = 2
+#: Every shard format this bsb-store reads.
+SHARD_FORMATS = (1, 2)
+#: The objects a shard file holds; a file without ``bsb_store_shard`` that holds
+#: nothing else is a shard whose writer died before its first flush finished.
 SHARD_OBJECTS = frozenset({"log", "committed", "streams", "s"})
 _STR = h5py.string_dtype()
-LOG_COLUMNS = 6  # seq, stream, key0, key1, start, nrows
+LOG_COLUMNS = 7  # seq, stream, key0, key1, start, nrows, crc (format 1: no crc)
+_HEADER = 6  # the log columns a record's checksum covers, with its rows
 #: Bytes of one HDF5 chunk of a shard's row datasets (see ``ShardWriter._stream_id``).
 SHARD_CHUNK_BYTES = 2**17
 #: Deferred (buffered) records are committed once they hold this many bytes.
@@ -71,6 +88,20 @@ class Call:
 
     seq: int
     records: list[Record] = field(default_factory=list)
+
+
+def record_crc(header: Sequence[int], rows: np.ndarray | None) -> int:
+    """CRC-32 of a record: its six log values and the bytes of its rows as a reader
+    gets them back (strings as UTF-8, each prefixed with its length)."""
+    crc = zlib.crc32(np.asarray(header, dtype="<i8").tobytes())
+    if rows is None or not rows.size:
+        return crc
+    if rows.dtype.kind in "OUS":
+        for x in rows.ravel():
+            b = (x.decode() if isinstance(x, bytes) else str(x)).encode()
+            crc = zlib.crc32(b, zlib.crc32(_LEN.pack(len(b)), crc))
+        return crc
+    return zlib.crc32(np.ascontiguousarray(rows).data, crc)
 
 
 def stream_name(stream: Sequence[str]) -> str:
@@ -131,6 +162,10 @@ class ShardWriter:
         self._lengths: dict[int, int] = {}  # rows in each data dataset
         self._seq = 0
         self.committed = 0
+        self.calls_committed = 0
+        #: The error that made this shard unusable (None while it is usable).
+        self.failed: str | None = None
+        self._failed_errno: int | None = None
         self._pending: list[list[Record]] = []
         self._pending_bytes = 0
         self._defer = 0
@@ -254,6 +289,69 @@ class ShardWriter:
             self._commit(calls)
 
     def _commit(self, calls: list[list[Record]]) -> None:
+        if self.failed is not None:
+            raise self._failed_error(earlier=True)
+        try:
+            self._write_calls(calls)
+        except BaseException as e:
+            # HDF5's state after a failed write or flush (a full disk, an I/O error,
+            # an interrupt) is unknown: a later flush could write rows behind a hole.
+            # The shard takes nothing more; what it committed before stays valid
+            # (every record has a checksum), and the engine starts a fresh shard.
+            # (Kept as text: an exception would tie this writer's HDF5 objects into
+            # a reference cycle.)
+            code = getattr(e, "errno", None)
+            if code is None:  # h5py's RuntimeErrors carry the errno in their text
+                found = re.search(r"errno = (\d+)", str(e))
+                code = int(found.group(1)) if found else None
+            self.failed, self._failed_errno = f"{type(e).__name__}: {e}", code
+            self._abandon()
+            if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, StoreError):
+                raise self._failed_error() from None
+            raise
+
+    def _abandon(self) -> None:
+        """Close this shard after a failed write without writing to it again.
+
+        HDF5 flushes its dirty metadata and chunks when the file closes; after a
+        failed write that flush fails too (on a disk still full), and HDF5 is left
+        in a state in which collecting the file's objects, or the interpreter's exit,
+        crashes (SIGSEGV). So the file's descriptor is first pointed at an anonymous
+        in-memory file: the close succeeds, writes nothing to the shard, and the shard
+        on disk keeps exactly what its commit record covers. Its sidecars are
+        released: it is a dead writer's shard, merged by the next merge."""
+        with contextlib.suppress(Exception):
+            fd = self._file.id.get_vfd_handle()
+            if isinstance(fd, int):
+                sink = _scratch_fd()
+                if sink is not None:
+                    os.ftruncate(sink, os.fstat(fd).st_size)
+                    os.dup2(sink, fd)
+                    os.close(sink)
+        self._pending, self._pending_bytes = [], 0
+        with contextlib.suppress(Exception):
+            self._file.close()
+        self.closed = True
+        self.lock.close()
+        if self._alive is not None:
+            self._alive.close()
+            self._alive = None
+
+    def _failed_error(self, earlier: bool = False) -> StoreIOError:
+        full = self._failed_errno in (errno.ENOSPC, errno.EDQUOT)
+        cls = DiskFullError if full else StoreIOError
+        when = "failed earlier" if earlier else "failed"
+        return cls(
+            f"Appending to the shard '{self.path}' {when} "
+            f"({'the disk is full' if full else 'an I/O error'}: {self.failed}). "
+            f"This call was not stored. The shard takes no more appends; the "
+            f"{self.calls_committed} append calls it committed before are kept in it "
+            "(checksummed) and merged by the next merge, as a dead writer's. The next "
+            "append starts a new shard.",
+            path=self.path,
+        )
+
+    def _write_calls(self, calls: list[list[Record]]) -> None:
         # Everything happens under the shard's lock so that a consolidator, which reads
         # under the shared lock, only ever sees a flushed, consistent file.
         with self.lock.exclusive():
@@ -267,7 +365,8 @@ class ShardWriter:
                         start = self._lengths.get(sid, 0)
                         append_rows(self._data[sid], start, r.rows)
                         self._lengths[sid] = start + r.nrows
-                    log_rows.append((self._seq, sid, r.key0, r.key1, start, r.nrows))
+                    head = (self._seq, sid, r.key0, r.key1, start, r.nrows)
+                    log_rows.append((*head, record_crc(head, r.rows)))
             n = self.committed
             append_rows(
                 self._log,
@@ -275,8 +374,9 @@ class ShardWriter:
                 np.asarray(log_rows, dtype=np.int64).reshape(-1, LOG_COLUMNS),
             )
             self._file.flush()
+            os.pwrite(self.lock._file().fileno(), _COUNT.pack(n + len(log_rows)), 0)
             self.committed = n + len(log_rows)
-            os.pwrite(self.lock._file().fileno(), _COUNT.pack(self.committed), 0)
+            self.calls_committed = self._seq
 
     def _stream_id(self, r: Record) -> int:
         # One flat dataset per stream *and* row layout: rows of another dtype or shape
@@ -323,7 +423,7 @@ class ShardWriter:
     @property
     def calls(self) -> int:
         """The number of append calls committed to this shard."""
-        return self._seq
+        return self.calls_committed
 
     # ------------------------------------------------------------------------ close
     def close(self, delete: bool = False) -> None:
@@ -348,6 +448,15 @@ class ShardWriter:
                 if self._alive is not None:
                     self._alive.close()
                     self._alive = None
+
+
+def _scratch_fd() -> int | None:
+    """A descriptor of an anonymous file that takes writes without using the disk."""
+    with contextlib.suppress(OSError, AttributeError):
+        return os.memfd_create("bsb-store-abandoned-shard")
+    with contextlib.suppress(OSError):
+        return os.open(os.devnull, os.O_RDWR)
+    return None
 
 
 def _ident(path: str) -> tuple[int, int] | None:
@@ -398,7 +507,7 @@ def check_shard_format(f: h5py.File) -> bool:
             version=repr(version),
         )
     number = int(version)
-    if number > SHARD_FORMAT:
+    if number > max(SHARD_FORMATS):
         raise FormatVersionError(
             f"Shard '{where}' has shard format version {number}; this bsb-store reads "
             f"version {SHARD_FORMAT} (the shard was written by a newer bsb-store; "
@@ -406,7 +515,7 @@ def check_shard_format(f: h5py.File) -> bool:
             path=where,
             version=number,
         )
-    if number != SHARD_FORMAT:
+    if number not in SHARD_FORMATS:
         raise FormatError(
             f"Shard '{where}' has shard format version {number}; this bsb-store reads "
             f"version {SHARD_FORMAT}: it is not a bsb-store shard.",
@@ -436,6 +545,8 @@ def read_calls(
         )
     try:
         return _decode_calls(f, start, committed)
+    except ShardChecksumError:
+        raise
     except (ValueError, TypeError, IndexError, KeyError, OSError) as e:
         raise FormatError(
             f"Shard '{f.filename}': the committed log rows from {start} on cannot be "
@@ -453,6 +564,9 @@ def _decode_calls(
     if committed <= start:
         return [], committed
     log = f["log"][start:committed]
+    # Format 2 logs carry each record's CRC-32 (format 1: none, nothing to verify).
+    crcs = log[:, _HEADER] if log.shape[1] > _HEADER else None
+    log = log[:, :_HEADER]
     names = f["streams"][: int(log[:, 1].max()) + 1]
     streams = [
         tuple(json.loads(n.decode() if isinstance(n, bytes) else n)) for n in names
@@ -465,7 +579,8 @@ def _decode_calls(
             span[0], span[1] = min(span[0], int(s)), max(span[1], int(s + n))
     blocks = {sid: (lo, f[f"s/{sid}"][lo:hi]) for sid, (lo, hi) in spans.items()}
     calls: dict[int, Call] = {}
-    for seq, sid, k0, k1, s, n in log:
+    for i, (seq, sid, k0, k1, s, n) in enumerate(log):
+        header = (seq, sid, k0, k1, s, n)
         sid, s, n = int(sid), int(s), int(n)
         rows = None
         if s >= 0:
@@ -480,6 +595,16 @@ def _decode_calls(
                     [x.decode() if isinstance(x, bytes) else x for x in rows],
                     dtype=object,
                 )
+        if crcs is not None and record_crc(header, rows) != int(crcs[i]):
+            raise ShardChecksumError(
+                f"Shard '{f.filename}': committed log record {start + i} (append "
+                f"call {int(seq)}, stream {list(streams[sid])}, chunk {int(k0)}) does "
+                "not match its checksum: its data or log row was torn or zeroed on "
+                "disk after it was committed. Nothing of this shard is merged; it is "
+                "kept as it is. `bsb-store check` reports it.",
+                path=f.filename,
+                record=start + i,
+            )
         call = calls.setdefault(int(seq), Call(int(seq)))
         call.records.append(Record(streams[sid], int(k0), int(k1), rows, n))
     return [calls[k] for k in sorted(calls)], committed

@@ -49,7 +49,7 @@ def test_uncommitted_rows_are_ignored(tmp_path):
     # Simulate a writer killed after writing log rows but before the commit record.
     log = w._file["log"]
     log.resize(log.shape[0] + 1, axis=0)
-    log[-1] = [99, 0, 0, 0, 0, 1]
+    log[-1] = [99, 0, 0, 0, 0, 1, 0]
     w._file.flush()
     calls, committed = read_calls(w._file, 0, read_commit_hint(shard_paths(w.path)[0]))
     assert committed == 1 and [c.seq for c in calls] == [1]

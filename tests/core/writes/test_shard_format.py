@@ -71,7 +71,11 @@ def test_read_calls_checks_the_format(tmp_path):
     assert check_shard_format(w._file)
     w.close()
     p = tmp_path / "x.h5"
-    for version, error in ((2, FormatVersionError), (0, FormatError), ("1", FormatError)):
+    for version, error in (
+        (SHARD_FORMAT + 1, FormatVersionError),
+        (0, FormatError),
+        ("1", FormatError),
+    ):
         with h5py.File(p, "w") as f:
             f.attrs["bsb_store_shard"] = version
             f["committed"] = np.zeros(1, np.int64)
@@ -86,7 +90,7 @@ def test_read_calls_checks_the_format(tmp_path):
 @pytest.mark.parametrize(
     "kind, expect",
     [
-        ("newer", "shard format version 2"),
+        ("newer", "shard format version 3"),
         ("foreign", "not a bsb-store shard"),
         ("undecodable", "cannot be decoded"),
     ],
@@ -95,7 +99,7 @@ def test_unusable_shards_are_skipped_and_kept(root, kind, expect):
     """Merges warn and skip such a shard, the root is unchanged, check reports it as
     an error and repair leaves it alone."""
     if kind == "newer":
-        shard = fake_shard(root, "host-1-a", version=2, streams=[b"not json"])
+        shard = fake_shard(root, "host-1-a", version=3, streams=[b"not json"])
     elif kind == "foreign":
         shard = Path(layout.shard_dir(str(root))) / "foreign.h5"
         with h5py.File(shard, "w") as f:
