@@ -67,6 +67,8 @@ def print_info(d: dict[str, Any]) -> None:
         if p["shards"]
         else "  pending       none"
     )
+    if p.get("missing"):
+        out(f"  missing       {p['missing']}")
     if d["interrupted_transaction"]:
         out("  transaction   interrupted: run `bsb-store repair`")
     if d.get("interrupted_session"):

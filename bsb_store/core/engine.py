@@ -30,6 +30,7 @@ import shutil
 import sys
 import threading
 import uuid
+import warnings
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -42,6 +43,7 @@ from ..exceptions import (
     ChunkSizeError,
     DiskFullError,
     LockTimeoutError,
+    MissingShardsWarning,
     NotAStoreError,
     ReadOnlyError,
     RecoveryNeededError,
@@ -79,6 +81,7 @@ class _RootState:
         self.pending_chunk_size: tuple[float, float, float] | None = None
         self.scopes = threading.local()  # per-thread read-scope state
         self.merged_own = 0  # own writer's committed rows at the last merge check
+        self.sidecars_checked = False  # registered shards looked for (first open)
         self.columns: dict[str, dict[str, Any]] = {}  # set path -> column specs
         self.read_cache: dict[Any, Any] = {}
 
@@ -129,6 +132,9 @@ class _RootState:
                 )
             self.handle_gen = gen
             self.chunk_size = parse_size(self.handle["store/chunk_size"][()])
+            if not self.sidecars_checked:
+                self.sidecars_checked = True
+                _warn_missing_shards(self.path, self.handle)
         return self.handle
 
     def check_root(self) -> None:
@@ -241,6 +247,7 @@ class _RootState:
         self.chunk_size = None
         self.pending_chunk_size = None
         self.columns = {}
+        self.sidecars_checked = False
 
 
 def _is_store_file(path: str) -> bool:
@@ -252,6 +259,19 @@ def _is_store_file(path: str) -> bool:
             return f.attrs.get("bsb_store_format") == layout.FORMAT_NAME
     except OSError:
         return False
+
+
+def _warn_missing_shards(root: str, f: h5py.File) -> None:
+    """Warn (once per process and root) when writers registered in the root have no
+    shard next to it: the root was copied or moved without its sidecars."""
+    try:
+        missing = merge.missing_shards(f, layout.shard_dir(root))
+    except Exception:  # a damaged table is check's business
+        return
+    if missing:
+        warnings.warn(
+            merge.missing_text(root, missing) + ".", MissingShardsWarning, stacklevel=4
+        )
 
 
 def _open(path: str, mode: str) -> h5py.File:
@@ -557,7 +577,9 @@ class HDF5Engine:
         def run():
             if os.path.exists(new) and new != self._root:
                 raise StoreExistsError(f"Cannot move to '{new}': it exists.", path=new)
-            self._merge_all()
+            # Merge, and forget the registered shards: the move deletes them all.
+            with self._write() as txn:
+                merge.unregister_all(txn)
             st = self._st
             with st.rlock, st.lock.exclusive():
                 os.makedirs(os.path.dirname(new) or ".", exist_ok=True)
@@ -588,6 +610,8 @@ class HDF5Engine:
             with self._st.rlock, self._st.lock.shared():
                 os.makedirs(os.path.dirname(new) or ".", exist_ok=True)
                 shutil.copyfile(self._root, new)
+            # Merged: the copy holds every call, and no shard belongs to it.
+            merge.forget_registered(new)
 
         self._comm.barrier()
         collective(self._comm, run)
@@ -640,22 +664,30 @@ class HDF5Engine:
             try:
                 if writer is not None and not writer.closed:
                     writer.commit_pending()  # raises with the writer still open
-                    if writer.committed and writer.orphan_mergeable():
+                    if writer.orphan_mergeable():
                         # Its file was deleted behind its back: only the open handle
-                        # still holds the calls; merge from it before closing it.
-                        self._merge_all()
+                        # still holds the calls; merge from it before closing it, and
+                        # unregister the shard (nothing will retire it).
+                        with self._write(bump_state=False) as txn:
+                            merge.unregister(txn, {writer.name})
                     st.writer = None
+                    unregistered = True
                     try:
                         writer.close()
                         if writer.committed and self.exists():
                             self._merge_all()
+                        elif writer.registered and self.exists():
+                            try:  # retires the empty shard, and unregisters it
+                                self._merge_all()
+                            except Exception:  # the next merge does (shard kept)
+                                unregistered = False
                     except BaseException as e:
                         if os.path.exists(writer.path):
                             _raise_unmerged(self._root, writer, e)
                         raise
                     # Merged and retired by the merge; a root removed behind our back
                     # has nothing to merge into (the shard is deleted as before).
-                    if not writer.committed or not self.exists():
+                    if unregistered and (not writer.committed or not self.exists()):
                         merge.remove_retired([writer.path])
                     with contextlib.suppress(OSError):  # the folder goes with its
                         os.rmdir(os.path.dirname(writer.path))  # last shard
@@ -692,7 +724,7 @@ class HDF5Engine:
     def write_scope(self) -> Iterator[HDF5Engine]:
         """Batch writes: appends inside are committed together when the scope exits."""
         self._check_writable()
-        with self._st.get_writer().deferred():
+        with self._writer().deferred():
             yield self
 
     def _check_writable(self) -> None:
@@ -772,7 +804,9 @@ class HDF5Engine:
         )
 
     @contextlib.contextmanager
-    def _write(self, merge_only: bool = False) -> Iterator[Transaction]:
+    def _write(
+        self, merge_only: bool = False, bump_state: bool = True
+    ) -> Iterator[Transaction]:
         """A transaction on the root opened for writing, under the exclusive lock.
 
         The whole session (recovery, merge, the caller's transaction) is one
@@ -818,7 +852,8 @@ class HDF5Engine:
                         yield txn
                         session.operation = "publishing the write"
                         if not txn.empty:
-                            _bump_state(txn)
+                            if bump_state:  # False: bookkeeping, not the store's data
+                                _bump_state(txn)
                             changed = True
                         txn.commit()
                     else:
@@ -851,7 +886,23 @@ class HDF5Engine:
     def _append(self, records: list[Record]) -> None:
         """Commit one append call to this process's shard (no root lock)."""
         self._check_writable()
-        self._st.get_writer().append(records)
+        self._writer().append(records)
+
+    def _writer(self) -> ShardWriter:
+        """This process's shard writer, registered in the root.
+
+        A new shard is registered in the root (one write session, once per shard,
+        before its first call returns), so that the root knows which writers may hold
+        data it lacks: a copy of the root without its sidecars says so (``check``,
+        ``info``, opening it). Not with ``locking="none"``, where a write session of
+        one rank could meet another's."""
+        writer = self._st.get_writer()
+        if not writer.registered:
+            if self._locking != "none":
+                with self._write(bump_state=False) as txn:
+                    merge.register(txn, writer.name)
+            writer.registered = True
+        return writer
 
     # -------------------------------------------------------------- chunk size
     def _chunk_size(self, sync: bool = True) -> tuple[float, float, float] | None:

@@ -9,6 +9,8 @@
         chunk_size   float64 (3,) NaN until a chunk with a size is stored
         shards/name  str (S,)     writers whose shards were merged ...
         shards/applied int64 (S,) ... and how many of their log rows
+        shards/registered str (R,) writers whose shards may hold unmerged data
+                                  (absent in roots no writer registered in)
         staging/                  only while a transaction is in flight
       placement/<set>/            a chunked set (see resources/base.py), per-chunk
         chunks/<chunk id>/{position,rotation,morphology,additional:<key>}

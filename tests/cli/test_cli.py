@@ -90,13 +90,15 @@ def test_check_lists_warnings_separately_and_exits_0(capsys, root):
     assert "Warnings:\n  - [staging] store/staging: 1 staged objects" in out
 
 
-def test_killed_writer_store_passes_check_with_a_warning(capsys, tmp_path):
-    # DESIGN: a store whose writer was SIGKILLed passes check; its committed calls are
-    # safe in the shard and are merged by the next writable open or by repair.
+def test_killed_writer_store_fails_check_with_the_repair_hint(capsys, tmp_path):
+    # docs/cli.rst: a dead writer's unmerged calls are an error (the root file alone
+    # lacks them; a copy of it would miss them), fixed by `repair` (or the next open).
     root, shard = dead_writer_store(tmp_path)
     code, out, _ = run(capsys, "check", root)
-    assert code == 0
+    assert code == 1
+    assert out.startswith("FAILED: 1 error, 1 warning in")
     assert f"[pending-dead] {shard}: 3 committed append calls" in out
+    assert "bsb-store repair" in out
 
 
 @pytest.mark.parametrize("kind", ["zero-byte", "foreign", "truncated", "missing"])

@@ -376,9 +376,10 @@ def test_staging_leftovers_are_a_warning_that_repair_drops(root):
 def test_dead_writer_shard_is_reported_then_merged(tmp_path):
     root, shard = dead_writer_store(tmp_path)
     report = maintenance.check(root)
-    assert report.errors == [] and report.ok
-    (err,) = [w for w in report.warnings if w.code == "pending-dead"]
-    assert err.repairable and err.path == shard
+    assert not report.ok  # an error (docs/cli.rst): the root file alone lacks them
+    (err,) = report.errors
+    assert err.code == "pending-dead" and err.repairable and err.path == shard
+    assert "bsb-store repair" in err.message
     assert "3 committed append calls (6 log records)" in err.message
     tail = [w for w in report.warnings if w.code == "uncommitted-tail"]
     assert tail and "1 uncommitted log records" in tail[0].message
@@ -425,8 +426,9 @@ def test_live_writer_pending_data_is_only_a_warning(root):
         assert os.path.exists(shard)
     finally:
         kill(p)
-    report = maintenance.check(root)  # now its writer is dead: still only a warning
-    assert report.ok and [w.code for w in report.warnings] == ["pending-dead"]
+    report = maintenance.check(root)  # now its writer is dead: an error, repairable
+    assert not report.ok and [w.code for w in report.errors] == ["pending-dead"]
+    assert report.repairable
 
 
 def test_unreadable_empty_shard_and_orphan_sidecar(root):
@@ -644,6 +646,8 @@ def test_info_counts_pending_shard_data(tmp_path):
         "dead_writers": 1,
         "calls": 4,
         "records": 8,
+        "missing_writers": 0,
+        "missing": None,
     }
     assert d["placement"]["cells"]["cells"] == 8  # the root alone
 

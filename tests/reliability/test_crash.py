@@ -89,6 +89,9 @@ CRASH_LEFTOVERS = RECLAIMABLE | {
     "interrupted-session",
     "journal",  # a kill mid-publish: the next writable open redoes or discards it
 }
+#: Errors `check` reports right after a crash, all fixed by the next writable open or
+#: `repair`: committed calls of the killed writer, not merged yet.
+CRASH_ERRORS = {"pending-dead"}
 #: Known bugs (see docs/reliability.rst, "Known problems"), pinned by the strict xfail
 #: tests at the end of this module. The random loops count them instead of failing
 #: (and verify the store with the remedy applied where there is one), unless
@@ -181,11 +184,15 @@ def crash_check(
     locking: str | None = None,
     allowed: set[str] = CRASH_LEFTOVERS,
 ):
-    """``check`` on the store as the crash left it: no errors, only crash leftovers.
-    Returns the report and its finding codes; adds the known bugs met to ``known``."""
+    """``check`` on the store as the crash left it: no errors but the dead writer's
+    unmerged calls (an error of the root file alone, which the next open or `repair`
+    merges: docs/cli.rst), only crash leftovers. Returns the report and its finding
+    codes; adds the known bugs met to ``known``."""
     report = check(root, locking=locking)
     codes = {f.code for f in report.findings}
-    assert report.ok, [f.to_dict() for f in report.errors]
+    errors = [f for f in report.errors if f.code not in CRASH_ERRORS]
+    assert not errors, [f.to_dict() for f in errors]
+    assert all(f.repairable for f in report.errors), report.to_dict()
     assert codes <= allowed, [f.to_dict() for f in report.findings]
     return report, codes
 
@@ -515,7 +522,7 @@ def test_kill_at_each_transaction_step(zygote, tmp_path, at, action):
     )
     assert status["signal"] == signal.SIGKILL, (tmp_path / "stderr").read_text()
     report = check(root)
-    assert report.ok, [f.to_dict() for f in report.errors]
+    assert {f.code for f in report.errors} <= CRASH_ERRORS, report.to_dict()
     assert "interrupted-session" in {f.code for f in report.findings}
     engine = HDF5Engine(root)
     if action == "file":
@@ -533,7 +540,7 @@ def test_check_passes_after_a_kill_mid_publish(zygote, tmp_path):
     store_with_file(root)
     zygote.wait(start(zygote, tmp_path, "die_in_transaction", root=str(root), at="apply"))
     report = check(root)
-    assert report.ok, [f.to_dict() for f in report.errors]
+    assert {f.code for f in report.errors} <= CRASH_ERRORS, report.to_dict()
 
 
 def test_root_cut_inside_an_hdf5_close_is_rolled_back(tmp_path):

@@ -618,6 +618,69 @@ def test_a_shard_of_format_1_without_checksums_is_still_merged(tmp_path):
         del f["log"]
         f["log"] = log[:, :6]
         f.attrs["bsb_store_shard"] = 1
-    assert not check(e.root).errors
+    assert {f.code for f in check(e.root).errors} == {"pending-dead"}  # no checksum
     assert _calls(e.root, 8) == list(range(6))
     assert shards(e.root) == []
+
+
+# ------------------------------------------------- item 3: copies that miss data
+@pytest.mark.serial_only
+def test_a_copy_without_sidecars_of_a_store_with_a_live_writer_says_so(tmp_path):
+    """Was: ``cp network.h5 copy.h5`` beside a live writer gave a copy with none of its
+    pending calls, and ``check copy.h5`` printed OK."""
+    import shutil
+    import warnings
+
+    from bsb_store.core.maintenance import info
+    from bsb_store.exceptions import MissingShardsWarning
+
+    e = new_store(tmp_path / "store.h5")
+    ps = PlacementSet(e, "cells")
+    for i in range(5):
+        ps.append_data((0, 0, 0), rows(9, i))
+    copy = str(tmp_path / "copy.h5")
+    shutil.copyfile(e.root, copy)
+    report = check(copy)
+    assert not report.ok
+    [f] = [f for f in report.errors if f.code == "missing-shards"]
+    assert "copied or moved without its sidecars: 1 writers' data is not in it" in (
+        f.message
+    )
+    assert "bsb-store compact" in f.message and "HDF5Engine.copy" in f.message
+    assert info(copy)["pending"]["missing_writers"] == 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        len(PlacementSet(HDF5Engine(copy), "cells"))
+    assert any(issubclass(w.category, MissingShardsWarning) for w in caught)
+    # The store itself is fine, and the copies made the supported ways too.
+    assert not check(e.root).errors
+    e.copy(tmp_path / "engine-copy.h5")
+    assert not check(str(tmp_path / "engine-copy.h5")).findings
+    assert _calls(str(tmp_path / "engine-copy.h5"), 9) == list(range(5))
+    e.close()
+    assert not check(e.root).findings  # the merge at close unregistered the shard
+
+
+@pytest.mark.serial_only
+def test_a_copy_after_a_kill_says_so_and_check_names_the_repair(tmp_path):
+    """After a SIGKILL, ``check`` reports the dead writer's unmerged calls as an error
+    with the ``repair`` hint (docs/cli.rst; was: "OK with 1 warning"), and a plain
+    copy of the root says that writer's data is not in it."""
+    import shutil
+
+    from bsb_store.core.maintenance import compact, repair
+
+    e = new_store(tmp_path / "store.h5")
+    e.close()
+    dead_writer(e.root, 10, 4)
+    report = check(e.root)
+    assert [f.code for f in report.errors] == ["pending-dead"]
+    assert "bsb-store repair" in report.errors[0].message
+    copy = str(tmp_path / "copy.h5")
+    shutil.copyfile(e.root, copy)
+    assert "missing-shards" in {f.code for f in check(copy).errors}
+    out = str(tmp_path / "compacted.h5")
+    compact(e.root, out)  # merges first: a complete copy
+    assert not check(out).findings and _calls(out, 10) == list(range(4))
+    assert repair(e.root).ok and not check(e.root).findings
+    assert _calls(e.root, 10) == list(range(4))

@@ -11,6 +11,7 @@ import h5py
 
 from .. import layout
 from ..engine import _RootState
+from ..writes import consolidate as merge
 from ..writes.txn import JOURNAL, STAGING
 from ..writes.undo import RollbackView, has_undo, undo_path
 from ._common import (
@@ -266,6 +267,16 @@ class _Checker(SetChecks):
                     True,
                 )
 
+    def missing_shards(self) -> None:
+        """Writers registered in the root whose shards are not next to it."""
+        missing = merge.missing_shards(self.f, layout.shard_dir(self.path))
+        if missing:
+            self.error(
+                "missing-shards",
+                f"/{merge.REGISTERED}",
+                merge.missing_text(self.path, missing) + ".",
+            )
+
     def _pending(self, sh: _ShardState, who: str) -> None:
         text = (
             f"{sh.pending_calls} committed append calls ({sh.pending_records} log "
@@ -278,14 +289,14 @@ class _Checker(SetChecks):
                 text + " (merged at the next read or when the writer closes).",
             )
         else:
-            # Not an error: the calls are safely committed in the shard, which is part
-            # of the store, and the next writable open (or `repair`) merges them. A
-            # store whose writer was killed passes check (DESIGN, crash safety).
-            self.warn(
+            # An error (docs/cli.rst): the root file alone lacks these calls (a copy of
+            # it, read-only readers and plain h5py miss them), although they are safe
+            # in the shard and the next writable open or `repair` merges them.
+            self.error(
                 "pending-dead",
                 sh.path,
-                text + " (the writer died): the next writable open, or "
-                "`bsb-store repair`, merges them into the root.",
+                text + " (the writer died): the root file alone lacks them. The next "
+                "writable open, or `bsb-store repair`, merges them into the root.",
                 True,
             )
 
@@ -355,6 +366,7 @@ class _Checker(SetChecks):
         shards = self.guard("/store/shards", lambda: (shards_of(f), _applied(f)))
         if shards is not None:
             self.shards(*shards)
+        self.guard(f"/{merge.REGISTERED}", self.missing_shards)
         self.leftover_files()
 
 

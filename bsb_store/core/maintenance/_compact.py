@@ -16,6 +16,7 @@ from ...exceptions import StoreExistsError
 from ..engine import _RootState
 from ..resources import connectivity as conn_res
 from ..resources import placement as place_res
+from ..writes import consolidate as merge
 from ..writes.txn import JOURNAL, STAGING
 from ._check import check
 from ._common import (
@@ -61,14 +62,17 @@ def compact(
         raise StoreExistsError(f"Cannot compact into '{target}': it exists.", path=target)
     report = check(path, locking=locking, progress=progress)
     size = os.path.getsize(path)
-    if not report.ok:
+    # A dead writer's unmerged calls are an error of the root alone; compact merges
+    # them first, like every pending call.
+    errors = [f for f in report.errors if f.code != "pending-dead"]
+    if errors:
         return CompactReport(
             path,
             target,
             size,
             size,
             refused="the store has errors; run `bsb-store repair` first",
-            errors=report.errors,
+            errors=errors,
         )
     try:
         return _compact(path, target, size, locking, progress)
@@ -126,6 +130,8 @@ def _compact(
                 os.unlink(tmp)
                 if target != path:
                     shutil.copyfile(path, tmp)
+            if target != path:  # a new store: no writer's shard belongs to it
+                merge.forget_registered(tmp)
             if not (kept and target == path):
                 os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
                 _fsync(tmp)

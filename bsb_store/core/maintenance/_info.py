@@ -15,6 +15,7 @@ from .. import layout
 from ..resources import connectivity as conn_res
 from ..resources import labels as labels_res
 from ..resources import placement as place_res
+from ..writes import consolidate as merge
 from ..writes.txn import JOURNAL
 from ..writes.undo import has_undo
 from ._common import (
@@ -43,12 +44,18 @@ def info(root: str | os.PathLike, *, locking: str | None = None) -> dict[str, An
         if hang is not None:  # HDF5 would never return: read nothing
             out = _describe(None, path, damage)
             damage.append(f"damaged: {path}: {hang}")
-            shards = []
+            shards, missing = [], []
         else:
             f = _open_root(path, "r")
             try:
                 out = _describe(f, path, damage)
                 shards = _part(damage, "/store/shards", lambda: _shards(f, path, st), [])
+                missing = _part(
+                    damage,
+                    f"/{merge.REGISTERED}",
+                    lambda: merge.missing_shards(f, layout.shard_dir(path)),
+                    [],
+                )
             finally:
                 f.close()
     out["pending"] = {
@@ -57,6 +64,9 @@ def info(root: str | os.PathLike, *, locking: str | None = None) -> dict[str, An
         "dead_writers": sum(not s.alive for s in shards),
         "calls": sum(s.pending_calls for s in shards),
         "records": sum(s.pending_records for s in shards),
+        # Writers registered in the root whose shards are not next to it.
+        "missing_writers": len(missing),
+        "missing": merge.missing_text(path, missing) + "." if missing else None,
     }
     out["damaged"] = damage
     return out

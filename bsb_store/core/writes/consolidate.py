@@ -49,6 +49,77 @@ def register_applier(kind: str, applier: Applier) -> None:
     _APPLIERS[kind] = applier
 
 
+#: Writers that may hold unmerged data for the root: a writer registers its shard
+#: here (in a write session) when it creates it, before its first call returns; the
+#: merge that retires the shard unregisters it. A root whose registered shards are
+#: missing was copied or moved without its sidecars (absent in roots of earlier
+#: versions: nothing registered).
+REGISTERED = "store/shards/registered"
+
+
+def registered(f: h5py.File) -> list[str]:
+    """The names of the writers registered in the root ``f``."""
+    if REGISTERED not in f:
+        return []
+    return [str(n) for n in f[REGISTERED].asstr()[()]]
+
+
+def register(txn: Transaction, name: str) -> None:
+    """Register the shard of writer ``name`` in the root of ``txn``."""
+    f = txn.file
+    if REGISTERED not in f:  # inside the write session: undone with it
+        f["store/shards"].create_dataset(
+            "registered", (0,), dtype=h5py.string_dtype(), maxshape=(None,), chunks=(64,)
+        )
+    names = registered(f)
+    if name not in names:
+        txn.resize(REGISTERED, len(names) + 1)
+        txn.write(REGISTERED, len(names), np.asarray([name], dtype=object))
+
+
+def unregister(txn: Transaction, names: set[str]) -> None:
+    """Unregister the shards of the writers ``names`` (their data is in the root)."""
+    current = registered(txn.file)
+    keep = [n for n in current if n not in names]
+    if len(keep) != len(current):
+        txn.resize(REGISTERED, len(keep))
+        if keep:
+            txn.write(REGISTERED, 0, np.asarray(keep, dtype=object))
+
+
+def unregister_all(txn: Transaction) -> None:
+    """Forget every registered writer (their shards are being deleted, merged)."""
+    unregister(txn, set(registered(txn.file)))
+
+
+def forget_registered(path: str) -> None:
+    """Clear the registrations of a fresh copy of a root (a file no writer knows, with
+    no shards: a copy made after a merge holds all the data)."""
+    with h5py.File(path, "r+", locking=False) as f:
+        if REGISTERED in f:
+            f[REGISTERED].resize((0,))
+
+
+def missing_shards(f: h5py.File, shard_dir: str) -> list[str]:
+    """Registered writers whose shard file is not in ``shard_dir``."""
+    return [
+        n for n in registered(f) if not os.path.exists(os.path.join(shard_dir, n + ".h5"))
+    ]
+
+
+def missing_text(root: str, missing: list[str]) -> str:
+    """What a root whose registered shards are missing means, and what to do."""
+    return (
+        f"'{root}' was copied or moved without its sidecars: {len(missing)} "
+        f"writers' data is not in it (their shards "
+        f"{', '.join(repr(n + '.h5') for n in missing[:3])}"
+        f"{' and more' if len(missing) > 3 else ''} are not in "
+        f"'{os.path.basename(root)}.shards'). Copy a store with "
+        "`bsb-store compact ROOT COPY` or HDF5Engine.copy, which merge first, or merge "
+        "first (any read, or `bsb-store repair` at the original place) and copy then"
+    )
+
+
 def _applied_table(f: h5py.File) -> dict[str, tuple[int, int]]:
     names = f["store/shards/name"].asstr()[()]
     applied = f["store/shards/applied"][()]
@@ -143,6 +214,8 @@ def consolidate(
             f"merging {len(gathered)} pending append calls",
         )
         _dispatch(txn, gathered)
+    if retired:
+        unregister(txn, {os.path.basename(p)[:-3] for p in retired})
     if changed:
         txn.resize("store/shards/name", len(names))
         txn.write("store/shards/name", 0, np.asarray(names, dtype=object))

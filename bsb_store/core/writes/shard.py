@@ -163,6 +163,8 @@ class ShardWriter:
         self._seq = 0
         self.committed = 0
         self.calls_committed = 0
+        #: Whether the root knows this shard (see ``HDF5Engine._writer``).
+        self.registered = False
         #: The error that made this shard unusable (None while it is usable).
         self.failed: str | None = None
         self._failed_errno: int | None = None
