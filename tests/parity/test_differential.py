@@ -3,7 +3,7 @@ through bsb-core's public API, the :class:`~tests.parity.harness.Twin` makes eve
 on both engines, and every read must come back identical (order included) and every
 error with the same bsb type.
 
-``BSB_STORE_PARITY_EXAMPLES`` sets the number of sequences (default 40, each up to 30
+``BSB_STORE_PARITY_EXAMPLES`` sets the number of sequences (default 100, each up to 30
 steps); ``BSB_STORE_PARITY_PROFILE=long`` runs 400 sequences of up to 50 steps.
 """
 
@@ -34,10 +34,15 @@ from bsb.morphologies import Morphology  # noqa: E402
 from .divergences import KNOWN  # noqa: E402
 from .harness import Twin, chunk_as, pin_combinations  # noqa: E402
 
-pytestmark = [pytest.mark.serial_only, pytest.mark.parity]
-
 LONG = os.environ.get("BSB_STORE_PARITY_PROFILE") == "long"
-EXAMPLES = int(os.environ.get("BSB_STORE_PARITY_EXAMPLES", "400" if LONG else "40"))
+
+# The long profile runs for tens of minutes: no per-test timeout then.
+pytestmark = [
+    pytest.mark.serial_only,
+    pytest.mark.parity,
+    pytest.mark.timeout(0 if LONG else 600),
+]
+EXAMPLES = int(os.environ.get("BSB_STORE_PARITY_EXAMPLES", "400" if LONG else "100"))
 PARITY_SETTINGS = settings(
     max_examples=EXAMPLES,
     stateful_step_count=50 if LONG else 30,
@@ -358,7 +363,22 @@ class ParityMachine(RuleBasedStateMachine):
     )
     def connect_cells(self, tag, data, n, points):
         pre, post = tag.split("_to_")
-        np_, nq = self.view_len(pre), self.view_len(post)
+        # Like BSB's connection strategies, connect from a fresh view of one chunk
+        # of the presynaptic set (bsb-hdf5 then sorts each block), or from the
+        # persistent view with its filters.
+        stored = self.twin.sides[1].ps(pre).get_all_chunks()
+        one = (
+            tuple(data.draw(st.sampled_from(stored)))
+            if stored and data.draw(st.booleans(), label="one presynaptic chunk")
+            else None
+        )
+
+        def pre_view(side):
+            if one is None:
+                return side.ps(pre)
+            return side.network.get_placement_set(pre, chunks=[Chunk(one, None)])
+
+        np_, nq = len(pre_view(self.twin.sides[1])), self.view_len(post)
         if not np_ or not nq:
             n = 0
         src = np.full((n, 3), -1)
@@ -374,10 +394,15 @@ class ParityMachine(RuleBasedStateMachine):
                 src[:, 1:] = data.draw(st.integers(0, 3)), data.draw(st.integers(0, 9))
 
         def call(side):
-            side.network.connect_cells(side.ps(pre), side.ps(post), src, dst, tag)
+            net = side.network
+            net.connect_cells(pre_view(side), side.ps(post), src, dst, tag)
+            # What was stored, in stored order (needs no placement stats).
+            return list(net.get_connectivity_set(tag).flat_iter_connections("out"))
 
         self.both(
-            f"connect_cells({tag}, {src[:, 0].tolist()}, {dst[:, 0].tolist()})", call
+            f"connect_cells({tag}, {src[:, 0].tolist()}, {dst[:, 0].tolist()}, "
+            f"from chunk {one})",
+            call,
         )
         if n:
             self.connected.add(tag)
@@ -403,6 +428,7 @@ class ParityMachine(RuleBasedStateMachine):
                 net.cell_types[pre], net.cell_types[post], tag
             )
             cs.chunk_connect(Chunk(src, (100.0,) * 3), Chunk(dst, (100.0,) * 3), s, t)
+            return list(cs.flat_iter_connections("inc"))
 
         self.both(f"chunk_connect({tag}, {src}, {dst}, n={n})", call)
         self.connected.add(tag)

@@ -236,3 +236,24 @@ def test_connect_out_of_bounds_stores_nothing(twin):
         with pytest.raises(bsb_exc.ConnectivityError):
             side.network.connect_cells(ps, ps, np.array(src), np.array(dst), "t")
     assert len(side.network.get_connectivity_set("t")) == 0
+
+
+def test_labelling_a_view_that_names_an_absent_chunk(twin):
+    """label-absent-chunk: bsb-hdf5 fails half-way and leaves the filter changed."""
+    ps = _place(_ours(twin))
+    ps.set_chunk_filter([C1, (0, 3, 0)])
+    ps.label(["x"], [1, 2])
+    assert [c.id for c in ps.get_chunk_filter()] == [1, Chunk((0, 3, 0), None).id]
+    ps.set_chunk_filter(None)
+    assert ps.get_labelled(["x"]).tolist() == [6, 7]
+
+
+def test_clearing_a_connectivity_set_after_clear_placement(twin):
+    """clear-set-after-clear-placement: bsb-hdf5 raises KeyError, clears nothing."""
+    side = _ours(twin)
+    ps = _place(side)
+    side.network.connect_cells(ps, ps, [[0, -1, -1]], [[8, -1, -1]], "t")
+    side.network.clear_placement()
+    cs = side.network.get_connectivity_set("t")
+    cs.clear()
+    assert len(cs) == 0

@@ -178,6 +178,12 @@ class ChunkTable:
         self.counts[self.rows[key]] = start + n
         self._dirty = True
 
+    def declare(self, txn: Transaction, name: str, rows: np.ndarray, fill: float) -> None:
+        """Register column ``name`` (its dtype and row shape from ``rows``, which may
+        have no row) unless the set has it; chunks holding rows get fill rows."""
+        if name not in self.columns:
+            self._add_column(txn, name, column_spec(rows, fill))
+
     def _add_column(self, txn: Transaction, name: str, spec: dict[str, Any]) -> None:
         self.columns[name] = spec
         self._new_columns[name] = spec

@@ -589,6 +589,12 @@ def apply_placement(txn: Transaction, name: str, calls: list[Call]) -> None:
                 m >= 0, lut[np.maximum(m, 0)] if len(lut) else -1, -1
             )
         try:
+            if not n:
+                # Additional keys given with no rows still exist (BSB's reference
+                # engine lists them); the built-in columns are declared by rows.
+                for col, rows in data.items():
+                    if col.startswith(_additional_column("")):
+                        table.declare(txn, col, rows, ADDITIONAL.fill)
             table.append(txn, key, n, data, _fills(data))
         except (ShapeError, DtypeError) as e:
             # Two processes introduced the same column with different shapes before
