@@ -662,7 +662,16 @@ class HDF5Engine:
         with st.rlock:
             writer = st.writer
             try:
-                if writer is not None and not writer.closed:
+                if writer is not None and writer.closed and writer.failed is not None:
+                    # A write to it failed and it closed itself: its committed calls
+                    # are merged like a dead writer's, here, as close() promises.
+                    st.writer = None
+                    if writer.calls and os.path.exists(writer.path) and self.exists():
+                        try:
+                            self._merge_all()
+                        except Exception as e:
+                            _raise_unmerged(self._root, writer, e)
+                elif writer is not None and not writer.closed:
                     writer.commit_pending()  # raises with the writer still open
                     if writer.orphan_mergeable():
                         # Its file was deleted behind its back: only the open handle

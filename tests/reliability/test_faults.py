@@ -507,10 +507,12 @@ def mid_rows(i: int) -> np.ndarray:
 
 
 @pytest.mark.serial_only
-def test_appends_after_a_full_disk_cleared_are_whole(small_disk):
+@pytest.mark.parametrize("more", [10, 0])
+def test_appends_after_a_full_disk_cleared_are_whole(small_disk, more):
     """Was: appends hit ENOSPC, space came back, the same process appended 10 more
     calls that all returned, and some read back as zeros or partial rows while
-    ``check`` said OK. A shard that failed a write takes no more appends."""
+    ``check`` said OK. A shard that failed a write takes no more appends; with no
+    more appends, ``close()`` merges what it committed."""
     root = os.path.join(small_disk, "store.h5")
     new_store(root).close()
     out = run_python(
@@ -532,7 +534,7 @@ while len(errors) < 3 and i < 200:
         errors.append(type(err).__name__)
     i += 1
 os.unlink(os.path.join({small_disk!r}, "filler"))  # space comes back
-for j in range(i, i + 10):
+for j in range(i, i + {more}):
     ps.append_data((j % 4, 0, 0), mid_rows(j))
     returned.append(j)
 print(" ".join(errors))
@@ -543,6 +545,7 @@ e.close()
     assert out.returncode == 0, f"the writer crashed ({out.returncode}):\n{out.stderr}"
     errors, returned = out.stdout.splitlines()[:2]
     returned = [int(x) for x in returned.split()]
+    assert shards(root) == []  # close() merged every shard, the failed one too
     e = HDF5Engine(root)
     positions = PlacementSet(e, "cells").load_positions()
     e.close()
