@@ -257,3 +257,20 @@ def test_clearing_a_connectivity_set_after_clear_placement(twin):
     cs = side.network.get_connectivity_set("t")
     cs.clear()
     assert len(cs) == 0
+
+
+def test_load_local_connections_in_the_order_blocks_were_first_written(twin):
+    """Found by the long profile: bsb-hdf5 keeps a local chunk's rows in the order its
+    global chunks were first connected, not by chunk id."""
+    c2 = Chunk((0, 1, 0), (100.0,) * 3)
+
+    def call(side):
+        net = side.network
+        cs = net.require_connectivity_set(net.cell_types.a, net.cell_types.a, "t")
+        for glob in (c2, C1, C2 := Chunk((0, 0, 1), (100.0,) * 3), C1):
+            cs.chunk_connect(C0, glob, [[glob.id % 7, -1, -1]], [[0, -1, -1]])
+        cs.chunk_connect(C2, C0, [[1, -1, -1]], [[2, -1, -1]])
+        return cs.load_local_connections("out", C0), cs.load_local_connections("inc", C0)
+
+    out = twin.both("chunk_connect, load_local_connections", call)
+    assert out.value[0][1][3] == [c2.id, 1, 1, 2**32]

@@ -362,6 +362,7 @@ def test_tools_never_crash_on_damaged_copies(tmp_path):
     five (exit 1, like "errors found"). Now every HDF5 error is a ``damaged`` finding,
     exit codes are the documented ones (a damaged file is never "could not run"), and
     repair never makes a store worse."""
+    (tmp_path / "base").mkdir()
     base = make_store(tmp_path / "base" / "s.h5")
     forget(base)
     data = Path(base).read_bytes()

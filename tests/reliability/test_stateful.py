@@ -143,6 +143,8 @@ class PlacementModel(RuleBasedStateMachine):
             self.columns |= {"pos"} | {
                 k for k, v in (("rot", rot), ("morph", morph), ("w", w)) if v is not None
             }
+        elif w is not None:
+            self.columns.add("w")  # an additional key given with no rows exists
 
     @rule(chunk=st.sampled_from(range(len(CHUNKS))), n=st.integers(0, 4))
     def append_entities(self, chunk, n):

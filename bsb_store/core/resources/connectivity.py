@@ -151,6 +151,9 @@ class _Index:
         order = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0]))
         self.keys = keys[order]
         self.counts = counts[order]
+        # Position of each block in the stored index, which lists blocks in the order
+        # they were first written.
+        self.written = np.flatnonzero(keep)[order]
         self._rows: dict[tuple[int, int, int], int] | None = None
 
     def span(self, d: int, local: int | None = None) -> tuple[int, int]:
@@ -179,6 +182,13 @@ class _Index:
         """Sorted global chunk ids of one local chunk, and the rows of each block."""
         lo, hi = self.span(d, local)
         return self.keys[lo:hi, 2], self.counts[lo:hi]
+
+    def blocks_as_written(self, d: int, local: int) -> tuple[np.ndarray, np.ndarray]:
+        """The blocks of one local chunk in the order they were first written (as
+        bsb-hdf5 stores a local chunk's rows), and the rows of each block."""
+        lo, hi = self.span(d, local)
+        first = np.argsort(self.written[lo:hi], kind="stable")
+        return self.keys[lo:hi, 2][first], self.counts[lo:hi][first]
 
     def count(self, d: int, local: int, glob: int) -> int:
         """Rows of one block (0 if absent); a dict lookup, built on first use, since
@@ -519,13 +529,15 @@ class ConnectivitySet(Resource):
     def load_local_connections(
         self, direction: str, local_: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every block of a local chunk, by ascending global chunk id: ``(local_locs,
-        global chunk id per row (int64), global_locs)``; empty arrays if absent."""
+        """Every block of a local chunk, in the order each global chunk was first
+        connected to it (BSB's order: bsb-hdf5 keeps a local chunk's rows that way):
+        ``(local_locs, global chunk id per row (int64), global_locs)``; empty arrays
+        if absent."""
         d = self._direction(direction)
         lid = to_chunk(local_).id
         with self._engine._read() as f:
             index, set_id = self._view_in(f)
-            gids, counts = index.blocks(d, lid)
+            gids, counts = index.blocks_as_written(d, lid)
             total = int(counts.sum())
             local = np.empty((total, 3), np.int64)
             glob = np.empty((total, 3), np.int64)
