@@ -58,23 +58,17 @@ from bsb_store.core.resources.morphologies import (  # noqa: E402
     MorphologyRepository as CoreMorphologyRepository,
 )
 
+from .helpers import scratch_cwd  # noqa: E402
+
 ENGINE = "store"
 PARALLEL = MPI.get_size() > 1
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _in_a_scratch_directory(tmp_path_factory):
-    """bsb-test builds its stores at our StorageNode's default root, a new
-    ``scaffold_network_*.h5`` in the working directory: work in a scratch directory
-    (rank 0's, shared with the other ranks) so no test leaves files in the checkout."""
-    scratch = str(tmp_path_factory.mktemp("plugin")) if MPI.get_rank() == 0 else None
-    scratch = MPI.bcast(scratch, root=0)
-    previous = os.getcwd()
-    os.chdir(scratch)
-    try:
+    """Every test of this module runs in a scratch working directory."""
+    with scratch_cwd(tmp_path_factory, "plugin") as scratch:
         yield scratch
-    finally:
-        os.chdir(previous)
 
 
 def _parse(name):

@@ -4,7 +4,7 @@ list, in words, is in ``docs/plugin.rst`` ("Differences from bsb-hdf5")."""
 
 from __future__ import annotations
 
-from .harness import Divergence, Outcome
+from .harness import PLACEMENT_READS, Divergence, Outcome
 
 
 def _calls(*prefixes: str):
@@ -31,17 +31,7 @@ def _reads(what: str) -> bool:
     """Whether a call (by its description) only reads placement data."""
     call = what.split("(")[0]
     return call.startswith("get_placement_set") or call.split(".")[-1] in {
-        "len",
-        "load_ids",
-        "load_positions",
-        "load_rotations",
-        "load_morphologies",
-        "load_morphologies_empty",
-        "load_additional",
-        "load_additional_w",
-        "get_unique_labels",
-        "get_labelled",
-        "get_label_mask",
+        *PLACEMENT_READS,
         "chunk_context",
         "get_chunk_stats",
         "load_connections",  # reads the placement sets' chunk stats for its offsets

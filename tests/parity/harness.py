@@ -25,6 +25,20 @@ from bsb import Chunk, Configuration, MorphologySet, RotationSet, Scaffold, Stor
 from bsb.storage.interfaces import StoredMorphology
 
 ENGINES = ("hdf5", "store")
+#: The placement-set reads the state machine makes on a view (names as in its log).
+PLACEMENT_READS = (
+    "len",
+    "load_ids",
+    "load_positions",
+    "load_rotations",
+    "load_morphologies",
+    "load_morphologies_empty",
+    "load_additional",
+    "load_additional_w",
+    "get_unique_labels",
+    "get_labelled",
+    "get_label_mask",
+)
 #: The reference engine's side comes first in every pair.
 REFERENCE, OURS = ENGINES
 

@@ -45,6 +45,8 @@ from bsb.exceptions import (  # noqa: E402
     PackingError,
 )
 
+from ..helpers import scratch_cwd  # noqa: E402
+
 ENGINES = ("hdf5", "store")
 SEED = 1234
 
@@ -76,16 +78,9 @@ COMPILE_OPTIONS = {"full_compile": {"skip": ["purkinje_layer_placement"]}}
 # --------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module", autouse=True)
 def _in_a_scratch_directory(tmp_path_factory):
-    """bsb may write files in the working directory: work in a scratch directory (rank
-    0's, shared with the other ranks) so nothing is left in the checkout."""
-    scratch = str(tmp_path_factory.mktemp("configs")) if MPI.get_rank() == 0 else None
-    scratch = MPI.bcast(scratch, root=0)
-    previous = os.getcwd()
-    os.chdir(scratch)
-    try:
+    """Every test of this module runs in a scratch working directory."""
+    with scratch_cwd(tmp_path_factory, "configs") as scratch:
         yield scratch
-    finally:
-        os.chdir(previous)
 
 
 def _missing_plugins(name: str) -> list[str]:

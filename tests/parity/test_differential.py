@@ -32,7 +32,7 @@ from bsb import Branch, Chunk, MorphologySet  # noqa: E402
 from bsb.morphologies import Morphology  # noqa: E402
 
 from .divergences import KNOWN  # noqa: E402
-from .harness import Twin, chunk_as, pin_combinations  # noqa: E402
+from .harness import PLACEMENT_READS, Twin, chunk_as, pin_combinations  # noqa: E402
 
 LONG = os.environ.get("BSB_STORE_PARITY_PROFILE") == "long"
 
@@ -278,17 +278,7 @@ class ParityMachine(RuleBasedStateMachine):
         ct=st.sampled_from([*TYPES, "e"]),
         what=st.sampled_from(
             [
-                "len",
-                "load_ids",
-                "load_positions",
-                "load_rotations",
-                "load_morphologies",
-                "load_morphologies_empty",
-                "load_additional",
-                "load_additional_w",
-                "get_unique_labels",
-                "get_labelled",
-                "get_label_mask",
+                *PLACEMENT_READS,
                 "get_all_chunks",
                 "get_loaded_chunks",
                 "get_chunk_stats",
