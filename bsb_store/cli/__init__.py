@@ -1,4 +1,5 @@
-"""The ``bsb-store`` command line: ``check``, ``repair``, ``info`` and ``compact``.
+"""The ``bsb-store`` command line: ``check``, ``repair``, ``info``, ``ls`` and
+``compact``.
 
 Each subcommand lives in its own module (``add_parser`` + ``run``) and is a thin layer
 over :mod:`bsb_store.core.maintenance`. Exit codes (also in ``docs/cli.rst``):
@@ -6,10 +7,11 @@ over :mod:`bsb_store.core.maintenance`. Exit codes (also in ``docs/cli.rst``):
 * ``0``: OK (``check``: no errors, warnings allowed; ``repair``: the store now passes
   ``check``, or there was nothing to do);
 * ``1``: problems found (``check`` found errors, parts of a damaged file that cannot be
-  read included; ``repair`` left errors it cannot fix; ``info`` could not read parts of
-  the store; ``compact`` refused because the store has errors);
+  read included; ``repair`` left errors it cannot fix; ``info`` or ``ls`` could not
+  read parts of the store; ``compact`` refused because the store has errors);
 * ``2``: usage error, or the path is not a bsb-store file (missing, empty, foreign,
-  truncated, or a newer format version), or the output of ``compact`` exists;
+  truncated, a bsb-hdf5 network, or a newer format version), or the output of
+  ``compact`` exists, or the ``PATH`` of ``ls`` is not in the store;
 * ``3``: the command could not run to the end (a lock held by another process past its
   timeout, a file system without working locks, a write to a read-only store, an I/O
   error, or an unexpected internal error).
@@ -38,11 +40,11 @@ from ..exceptions import (
     StoreExistsError,
     StoreNotFoundError,
 )
-from . import check, compact, info, repair
+from . import check, compact, info, ls, repair
 from ._output import EXIT_FAILED, EXIT_OK, EXIT_PIPE, EXIT_PROBLEMS, EXIT_USAGE, emit_json
 from .progress import make_progress
 
-_COMMANDS = (check, repair, info, compact)
+_COMMANDS = (check, repair, info, ls, compact)
 _REFUSED = (NotAStoreError, StoreNotFoundError, FormatVersionError, StoreExistsError)
 
 

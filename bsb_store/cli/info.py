@@ -9,11 +9,15 @@ from ..core import maintenance
 from ._output import EXIT_OK, EXIT_PROBLEMS, emit_json, fmt_bytes, out, plural
 
 DESCRIPTION = """\
-Summarise a store without changing it: placement sets (cells, chunks, columns),
-connectivity sets (connections, blocks, pre- and postsynaptic types), morphologies,
+Summarise a store without changing it: placement sets (cells, chunks and their
+coordinate range, columns with their types, labels with their cell counts, morphology
+names, the spatial extent of the positions), connectivity sets (connections, blocks,
+pre- and postsynaptic types, columns), morphologies (with their names),
 files, the chunk size, the file size against the bytes of data it holds, provenance
 (storage id, state id, creation time, writer versions) and shard data not merged yet.
-Parts that cannot be read (a damaged file) are listed as damaged; the exit code is then 1."""
+Parts that cannot be read (a damaged file) are listed as damaged; the exit code is then 1.
+The extent reads every set's positions (chunk by chunk, in bounded memory); `bsb-store
+ls` lists what a store holds without reading data."""
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -26,7 +30,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the summary of ``args.root``."""
-    data = maintenance.info(args.root, locking=args.locking)
+    data = maintenance.info(args.root, locking=args.locking, progress=args.progress)
     if args.json:
         emit_json(data)
     else:
@@ -56,7 +60,10 @@ def print_info(d: dict[str, Any]) -> None:
     )
     _print_sets(d)
     m, f = d["morphologies"], d["files"]
-    out(f"  morphologies  {m['count']} ({plural(m['points'], 'point')})")
+    out(
+        f"  morphologies  {m['count']} ({plural(m['points'], 'point')})"
+        + (f": {fmt_list(m['names'])}" if m.get("names") else "")
+    )
     active = f", active config '{f['active_config']}'" if f["active_config"] else ""
     out(f"  files         {f['count']} ({fmt_bytes(f['bytes'])}{active})")
     p = d["pending"]
@@ -93,6 +100,7 @@ def _print_sets(d: dict[str, Any]) -> None:
             f"; columns: {', '.join(s['columns']) or 'none'}; "
             f"{plural(s['morphology_names'], 'morphology name')}"
         )
+        _print_set_details(s)
     out(f"  connectivity sets ({len(d['connectivity'])}):")
     for name, s in d["connectivity"].items():
         if s.get("damaged"):
@@ -102,3 +110,45 @@ def _print_sets(d: dict[str, Any]) -> None:
             f"    {name} ({s['pre']} -> {s['post']}): "
             f"{plural(s['connections'], 'connection')} in {plural(s['blocks'], 'block')}"
         )
+        _print_set_details(s)
+
+
+def fmt_range(r: dict[str, list[Any]] | None, fmt: str = "{}") -> str:
+    """``{"min": [0, 0, 0], "max": [1, 2, 0]}`` -> ``'(0, 0, 0) .. (1, 2, 0)'``."""
+    if r is None:
+        return "none"
+    lo, hi = (", ".join(fmt.format(v) for v in r[k]) for k in ("min", "max"))
+    return f"({lo})" if lo == hi else f"({lo}) .. ({hi})"
+
+
+def fmt_type(t: dict[str, Any]) -> str:
+    """``{"dtype": "float64", "shape": [3]}`` -> ``'float64[3]'``."""
+    shape = t.get("shape") or []
+    return t["dtype"] + (f"[{', '.join(map(str, shape))}]" if shape else "")
+
+
+def _print_set_details(s: dict[str, Any]) -> None:
+    """The indented detail lines of one set (keys that are absent are skipped)."""
+    if "chunk_range" in s:
+        out(f"      chunks      {fmt_range(s['chunk_range'])}")
+    if "extent" in s:
+        out(f"      extent      {fmt_range(s['extent'], '{:g}')}")
+    if s.get("column_types"):
+        types = ", ".join(f"{n} {fmt_type(t)}" for n, t in s["column_types"].items())
+        out(f"      types       {types}")
+    if "labels" in s:
+        labels = fmt_list([f"{k} ({v})" for k, v in s["labels"].items()])
+        out(f"      labels      {labels or 'none'}")
+    if s.get("morphologies_used"):
+        out(f"      morphologies {fmt_list(s['morphologies_used'])}")
+
+
+#: Names printed per list in text mode (``--json`` has them all).
+_SHOWN = 20
+
+
+def fmt_list(names: list[str]) -> str:
+    """``a, b, c``; past ``_SHOWN`` names, ``..., and N more (--json lists all)``."""
+    shown = ", ".join(names[:_SHOWN])
+    more = len(names) - _SHOWN
+    return shown + (f", and {more} more (--json lists all)" if more > 0 else "")

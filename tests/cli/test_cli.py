@@ -179,7 +179,7 @@ def test_info_text(capsys, root):
         "2 morphology names" in lines
     )
     assert "    cells_to_cells (cells -> cells): 2 connections in 1 block" in lines
-    assert "  morphologies  1 (4 points)" in lines
+    assert "  morphologies  1 (4 points): m" in lines
     assert "  files         1 (5 B)" in lines
     assert "  pending       none" in lines
     assert not any("interrupted" in line for line in lines)

@@ -604,21 +604,27 @@ def test_leftover_compaction_file_is_removed_by_repair(root):
 def test_info_numbers(root):
     d = maintenance.info(root)
     e = HDF5Engine(root)
-    assert d["placement"] == {
-        "cells": {
+    # Later versions add keys (labels, extent, ...: tests/cli/test_ls.py); these stay.
+    assert list(d["placement"]) == ["cells"]
+    assert (
+        d["placement"]["cells"].items()
+        >= {
             "cells": 8,
             "chunks": 2,
             "columns": ["position", "morphology", "labels"],
             "morphology_names": 2,
-        }
-    }
-    assert d["connectivity"]["cells_to_cells"] == {
-        "pre": "cells",
-        "post": "cells",
-        "connections": 2,
-        "blocks": 1,
-        "local_chunks": 1,
-    }
+        }.items()
+    )
+    assert (
+        d["connectivity"]["cells_to_cells"].items()
+        >= {
+            "pre": "cells",
+            "post": "cells",
+            "connections": 2,
+            "blocks": 1,
+            "local_chunks": 1,
+        }.items()
+    )
     assert d["morphologies"] == {"count": 1, "points": MORPHO_POINTS, "names": ["m"]}
     assert d["files"] == {"count": 1, "bytes": 5, "active_config": None}
     assert d["chunk_size"] is None
