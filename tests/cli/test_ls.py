@@ -323,3 +323,19 @@ def test_a_real_bsb_hdf5_file_is_recognised(capsys, tmp_path):
     assert code == EXIT_USAGE and "is a bsb-hdf5 network (bsb-hdf5 " in err
     assert _info.bsb_hdf5_version(path).startswith("bsb-hdf5 ")
     assert _info.bsb_hdf5_version(make_store(tmp_path / "s.h5")) is None
+
+
+def test_negative_chunk_coordinates(capsys, tmp_path):
+    e = HDF5Engine(tmp_path / "neg.h5")
+    e.create()
+    ps = PlacementSet.create(e, "a")
+    ps.append_data((-1, 0, 2), [[-5.0, 1, 250]])
+    ps.append_data((3, -2, 0), [[350.0, -150, 5]])
+    e.close()
+    d = maintenance.info(e.root)["placement"]["a"]
+    assert d["chunk_range"] == {"min": [-1, -2, 0], "max": [3, 0, 2]}
+    assert d["extent"] == {"min": [-5.0, -150.0, 5.0], "max": [350.0, 1.0, 250.0]}
+    code, lines = ls(capsys, e.root, "placement/a")
+    assert [line.split(" chunk ")[0] for line in lines] == ["(-1, 0, 2)", "(3, -2, 0)"]
+    code, lines = ls(capsys, e.root, "placement/a/-1,0,2")
+    assert code == EXIT_OK and lines[0].startswith("position dataset float64, 1 x 3")

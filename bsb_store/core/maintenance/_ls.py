@@ -250,7 +250,7 @@ class _Lister:
                     "listable": False,
                 }
             )
-        return out
+        return sorted(out, key=lambda e: e["coords"])
 
     def blocks(self, where: str) -> list[dict[str, Any]]:
         """The blocks of a connectivity set: local and remote chunk, connections."""
@@ -275,7 +275,7 @@ class _Lister:
                     "listable": False,
                 }
             )
-        return out
+        return sorted(out, key=lambda e: (e["pre_chunk"], e["post_chunk"]))
 
     def morphologies(self) -> list[dict[str, Any]]:
         out = []
