@@ -112,7 +112,7 @@ def test_not_a_store_exits_2(capsys, tmp_path, kind):
     elif kind == "truncated":
         path.write_bytes(Path(make_store(tmp_path / "g.h5")).read_bytes()[:3000])
     expected = "No store at" if kind == "missing" else "is not a bsb-store file"
-    for command in ("check", "repair", "info", "compact"):
+    for command in ("check", "repair", "info", "ls", "compact"):
         code, out, err = run(capsys, command, str(path))
         assert code == EXIT_USAGE == 2, command
         assert err.startswith(f"bsb-store {command}: error: ") and expected in err

@@ -339,3 +339,13 @@ def test_negative_chunk_coordinates(capsys, tmp_path):
     assert [line.split(" chunk ")[0] for line in lines] == ["(-1, 0, 2)", "(3, -2, 0)"]
     code, lines = ls(capsys, e.root, "placement/a/-1,0,2")
     assert code == EXIT_OK and lines[0].startswith("position dataset float64, 1 x 3")
+
+
+def test_labels_of_rows_past_the_index_count_are_not_counted(net):
+    """A chunk whose index count shrank (cleared, rewritten) counts only its rows."""
+    with h5(net, "r+") as f:
+        f["placement/granule/index/count"][0] = 1  # chunk (0, 0, 0): cell 0 only
+    d = maintenance.info(net)["placement"]["granule"]
+    assert d["cells"] == 3
+    assert d["labels"] == {"ascending": 2}  # cell 1 (ascending, deep) is gone
+    assert d["extent"] == {"min": [1.0, 2.0, -40.0], "max": [11.0, 130.0, 30.0]}
