@@ -38,9 +38,11 @@ rolled-back state without changing the file.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import io
+import itertools
 import os
 import struct
 import zlib
@@ -409,17 +411,24 @@ def session_error(
     )
 
 
-def _records(log: int, size: int):
-    """The complete records of an undo log, in order (a torn last one is left out:
-    its page was never overwritten)."""
+def _scan(log: int, size: int):
+    """The complete records of an undo log, in order, as ``(offset, data, at)`` (``at``:
+    where ``data`` lies in the log); a torn last one is left out: its page was never
+    overwritten."""
     pos = _HEADER.size
     while pos + _RECORD.size <= size:
         offset, length, crc = _RECORD.unpack(os.pread(log, _RECORD.size, pos))
         data = os.pread(log, length, pos + _RECORD.size)
         if len(data) < length or _record_crc(offset, data) != crc:
             return
-        yield offset, data
+        yield offset, data, pos + _RECORD.size
         pos += _RECORD.size + length
+
+
+def _records(log: int, size: int):
+    """The complete records of an undo log, in order, as ``(offset, data)``."""
+    for offset, data, _at in _scan(log, size):
+        yield offset, data
 
 
 def _header(log: int) -> int | None:
@@ -462,20 +471,53 @@ def rollback(root: str) -> bool:
 
 class RollbackView(_FileObject):
     """A read-only file object showing ``root`` as :func:`rollback` would leave it,
-    without changing anything (for ``bsb-store check`` and ``info``)."""
+    without changing anything (for ``bsb-store check`` and ``info``).
+
+    HDF5 reads through it in many small requests, so a read costs a binary search of
+    the log's records sorted by offset (found by the same scan :func:`rollback` uses),
+    and the saved bytes are read from the log only where a request covers them: the
+    log is not held in memory, and a read does not grow with the size of the log."""
 
     def __init__(self, root: str):
         super().__init__(os.open(root, os.O_RDONLY))
-        self._pages: list[tuple[int, bytes]] = []
+        self.root = root
+        self._log: int | None = None
         self._base: int | None = None
-        with contextlib.suppress(FileNotFoundError):
+        #: The records as ``(offset, length, position of the data in the log)``,
+        #: sorted by offset; ``_starts`` their offsets (for :func:`bisect.bisect`).
+        self._runs: list[tuple[int, int, int]] = []
+        self._starts: list[int] = []
+        #: False when records overlap (never written so, but then, as in
+        #: :func:`rollback`, later records win): ``_runs`` is in log order instead
+        #: and every read goes through all of them.
+        self._sorted = True
+        try:
             log = os.open(undo_path(root), os.O_RDONLY)
-            try:
-                self._base = _header(log)
-                if self._base is not None:
-                    self._pages = list(_records(log, os.fstat(log).st_size))
-            finally:
-                os.close(log)
+        except FileNotFoundError:
+            return
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._log = log
+        try:
+            self._base = _header(log)
+            if self._base is not None:
+                self._index(log)
+        except BaseException:
+            self.close()
+            raise
+
+    def _index(self, log: int) -> None:
+        runs = [
+            (offset, len(data), at)
+            for offset, data, at in _scan(log, os.fstat(log).st_size)
+        ]
+        ordered = sorted(runs)
+        if all(a[0] + a[1] <= b[0] for a, b in itertools.pairwise(ordered)):
+            self._runs = ordered
+            self._starts = [r[0] for r in ordered]
+        else:
+            self._runs, self._sorted = runs, False
 
     def _size(self) -> int:
         return self._base if self._base is not None else super()._size()
@@ -489,17 +531,36 @@ class RollbackView(_FileObject):
             got = os.preadv(self._fd, [view[:n]], start)
             if got < n:
                 view[got:n] = bytes(n - got)
-            for offset, data in self._pages:
-                lo, hi = max(offset, start), min(offset + len(data), end)
+            runs, k = self._runs, 0
+            if self._sorted:
+                k = max(0, bisect.bisect_right(self._starts, start) - 1)
+            while k < len(runs):
+                offset, length, at = runs[k]
+                if self._sorted and offset >= end:
+                    break
+                lo, hi = max(offset, start), min(offset + length, end)
                 if lo < hi:
-                    view[lo - start : hi - start] = data[lo - offset : hi - offset]
+                    self._read_log(view[lo - start : hi - start], at + lo - offset)
+                k += 1
         self._pos = start + n
         return n
+
+    def _read_log(self, view: memoryview, at: int) -> None:
+        """Fill ``view`` with the log's bytes from ``at`` (checked by the scan)."""
+        done = 0
+        while done < len(view):
+            got = os.preadv(self._log, [view[done:]], at + done)
+            if got <= 0:
+                raise OSError(errno.EIO, "the undo log shrank while read", self.root)
+            done += got
 
     def close(self) -> None:
         if not self.closed:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
+            if self._log is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._log)
         super().close()
 
 
