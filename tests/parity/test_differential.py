@@ -156,8 +156,10 @@ class ParityMachine(RuleBasedStateMachine):
         add = {"w": rng.random(n)} if extra else None
         names = sorted(self.morphs)
         # bsb-hdf5 crashes half-way through appending morphologies to a view with a
-        # label filter (divergence append-morphologies-label-filter).
-        with_morphologies &= self.label_filters[ct] is None
+        # label filter (divergence append-morphologies-half-done) ...
+        # ... and appending morphologies for zero cells (numpy's vectorize refuses
+        # size 0), after the chunk was created.
+        with_morphologies &= self.label_filters[ct] is None and n > 0
         idx = rng.integers(0, len(names), n) if names and with_morphologies else None
 
         def call(side):

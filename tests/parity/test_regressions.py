@@ -196,8 +196,8 @@ def test_a_removed_morphology_is_gone_from_the_metadata(twin):
 
 
 def test_appending_morphologies_to_a_label_filtered_view(twin):
-    """append-morphologies-label-filter: bsb-hdf5 raises IndexError after it stored
-    the positions (half an append). bsb-store appends every column."""
+    """append-morphologies-half-done: bsb-hdf5 raises IndexError after it stored the
+    positions (half an append). bsb-store appends every column."""
     side = _ours(twin)
     repo = side.network.morphologies
     repo.save("m", Morphology([Branch(np.ones((2, 3)), np.ones(2))]))
@@ -274,3 +274,16 @@ def test_load_local_connections_in_the_order_blocks_were_first_written(twin):
 
     out = twin.both("chunk_connect, load_local_connections", call)
     assert out.value[0][1][3] == [c2.id, 1, 1, 2**32]
+
+
+def test_appending_morphologies_for_zero_cells_creates_the_chunk(twin):
+    """append-morphologies-half-done: for zero cells bsb-hdf5 raises ValueError
+    (numpy's vectorize) after it created the chunk, and does not count it."""
+    side = _ours(twin)
+    repo = side.network.morphologies
+    repo.save("m", Morphology([Branch(np.ones((2, 3)), np.ones(2))]))
+    ps = side.ps("a")
+    empty = MorphologySet([repo.preload("m")], np.zeros(0, dtype=int))
+    ps.append_data(C1, np.zeros((0, 3)), morphologies=empty)
+    assert [c.id for c in ps.get_all_chunks()] == [1]
+    assert ps.get_chunk_stats() == {"1": 0}
