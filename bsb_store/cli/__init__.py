@@ -41,7 +41,14 @@ from ..exceptions import (
     StoreNotFoundError,
 )
 from . import check, compact, info, ls, repair
-from ._output import EXIT_FAILED, EXIT_OK, EXIT_PIPE, EXIT_PROBLEMS, EXIT_USAGE, emit_json
+from ._output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PIPE,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    fail,
+)
 from .progress import make_progress
 
 _COMMANDS = (check, repair, info, ls, compact)
@@ -108,18 +115,18 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         raise
     except _REFUSED as e:
-        return _fail(args, e, EXIT_USAGE)
+        return fail(args, e, EXIT_USAGE)
     except LockTimeoutError as e:
-        return _fail(args, e, EXIT_FAILED)
+        return fail(args, e, EXIT_FAILED)
     except (StoreError, OSError) as e:
-        return _fail(args, e, EXIT_FAILED)
+        return fail(args, e, EXIT_FAILED)
     except KeyboardInterrupt:
         print(f"bsb-store {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug, or damage no check foresaw: never a traceback
         if os.environ.get("BSB_STORE_TRACEBACK"):
             traceback.print_exc()
-        return _fail(
+        return fail(
             args,
             RuntimeError(
                 f"unexpected {type(e).__name__}: {e} (please report it; "
@@ -127,21 +134,6 @@ def _main(argv: Sequence[str] | None) -> int:
             ),
             EXIT_FAILED,
         )
-
-
-def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
-    print(f"bsb-store {args.command}: error: {error}", file=sys.stderr)
-    if args.json:
-        emit_json(
-            {
-                "root": args.root,
-                "ok": False,
-                "error": str(error),
-                "error_type": type(error).__name__,
-                "exit_code": code,
-            }
-        )
-    return code
 
 
 __all__ = [

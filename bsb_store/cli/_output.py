@@ -44,3 +44,20 @@ def print_findings(title: str, findings: list[Finding]) -> None:
         out(f"{title}:")
         for f in findings:
             out(f"  - [{f.code}] {f.path}: {f.message}")
+
+
+def fail(args: Any, error: BaseException, code: int) -> int:
+    """Report ``error`` of command ``args.command`` on stderr (and as JSON with
+    ``--json``); returns the exit code ``code``."""
+    print(f"bsb-store {args.command}: error: {error}", file=sys.stderr)
+    if args.json:
+        emit_json(
+            {
+                "root": args.root,
+                "ok": False,
+                "error": str(error),
+                "error_type": type(error).__name__,
+                "exit_code": code,
+            }
+        )
+    return code

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from ..core.maintenance._ls import ls
 from ..exceptions import DatasetNotFoundError
-from ._output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, emit_json, fmt_bytes, out, plural
+from ._output import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    emit_json,
+    fail,
+    fmt_bytes,
+    out,
+    plural,
+)
 
 DESCRIPTION = """\
 List what a store holds, with sizes, without reading data (as h5ls does for any HDF5
@@ -43,18 +51,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = ls(args.root, args.path, locking=args.locking, recursive=args.recursive)
     except DatasetNotFoundError as e:
-        print(f"bsb-store ls: error: {e}", file=sys.stderr)
-        if args.json:
-            emit_json(
-                {
-                    "root": args.root,
-                    "ok": False,
-                    "error": str(e),
-                    "error_type": type(e).__name__,
-                    "exit_code": EXIT_USAGE,
-                }
-            )
-        return EXIT_USAGE
+        return fail(args, e, EXIT_USAGE)
     if args.json:
         emit_json(data)
     else:
